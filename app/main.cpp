@@ -1,0 +1,147 @@
+// edgegate: the Daytona custom region's preview proxy (and, later, SSH gateway) in one process.
+// main wires the modules together: config → runtime → per-worker route sources and listeners.
+#include "auth/api_route_source.hpp"
+#include "auth/control_plane_client.hpp"
+#include "common/log.hpp"
+#include "common/runtime.hpp"
+#include "conf/config.hpp"
+#include "proxy/listener.hpp"
+#include "routing/cached_route_source.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+
+namespace {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+constexpr const char *usage = R"(edgegate )" EDGE_VERSION R"( - Daytona custom-region preview proxy
+
+Usage: edgegate [--config FILE] [--check-config] [--version] [--help]
+
+  --config FILE    read settings from a flat TOML file (KEY = value, keys are the
+                   environment variable names below); the environment wins over the file
+  --check-config   validate the configuration, print one line per problem, exit 0 if valid
+  --version        print the version
+  --help           this text
+
+Settings (environment, Daytona's names; see docs/configuration.md):
+  PROXY_API_KEY (required)      the region's proxy API key
+  DAYTONA_API_URL (required)    Daytona API base, e.g. https://app.daytona.io/api (alias API_URL)
+  PROXY_PORT=4000               HTTP listen port          BIND_ADDRESS=0.0.0.0
+  PROXY_PROTOCOL=http           scheme of preview URLs (http|https)
+  API_CLIENT_TIMEOUT_SEC=60     per-call timeout toward the API
+  ENABLE_TLS=false, TLS_CERT_FILE, TLS_KEY_FILE
+  REDIS_HOST, REDIS_PORT=6379, REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS=false
+  COOKIE_DOMAIN, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_DOMAIN, OIDC_PUBLIC_DOMAIN, OIDC_AUDIENCE
+  TOOLBOX_ONLY_MODE=false, PREVIEW_WARNING_ENABLED=false, SHUTDOWN_TIMEOUT_SEC=3600, METRICS_PORT
+  SSH_GATEWAY_PORT=2222, SSH_GATEWAY_API_KEY (alias API_KEY), SSH_PRIVATE_KEY, SSH_HOST_KEY
+  EDGEGATE_WORKERS=0 (one per core), UPSTREAM_CONNECT_TIMEOUT_SEC=5,
+  UPSTREAM_RESPONSE_TIMEOUT_SEC=60, LOG_LEVEL=info
+)";
+
+struct worker {
+    std::unique_ptr<edge::auth::control_plane_client> api;
+    std::unique_ptr<edge::auth::api_route_source> api_routes;
+    std::unique_ptr<edge::routing::cached_route_source> routes;
+    std::unique_ptr<edge::proxy::worker_context> ctx;
+    std::unique_ptr<tcp::acceptor> acceptor;
+};
+} // namespace
+
+int main(int argc, char **argv) {
+    std::string config_file;
+    bool check_only = false;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--help" || a == "-h") {
+            std::fputs(usage, stdout);
+            return 0;
+        }
+        if (a == "--version") {
+            std::puts("edgegate " EDGE_VERSION);
+            return 0;
+        }
+        if (a == "--check-config") {
+            check_only = true;
+        } else if (a == "--config" && i + 1 < argc) {
+            config_file = argv[++i];
+        } else if (a.starts_with("--config=")) {
+            config_file = std::string(a.substr(9));
+        } else {
+            std::fprintf(stderr, "edgegate: unknown argument %s (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+
+    std::vector<std::string> problems;
+    edge::conf::key_values file;
+    if (!config_file.empty())
+        file = edge::conf::read_config_file(config_file, problems);
+    auto loaded = edge::conf::load(edge::conf::environment(), file);
+    problems.insert(problems.end(), loaded.problems.begin(), loaded.problems.end());
+    if (!problems.empty()) {
+        for (auto &p : problems)
+            std::fprintf(stderr, "config: %s\n", p.c_str());
+        std::fprintf(stderr, "edgegate: %zu configuration problem(s); see --help\n",
+                     problems.size());
+        return 2;
+    }
+    if (check_only) {
+        std::puts("configuration is valid");
+        return 0;
+    }
+    auto cfg = std::make_shared<const edge::conf::config>(std::move(loaded.cfg));
+    edge::log::init(cfg->log_level);
+
+    try {
+        edge::runtime rt(cfg->workers);
+        tcp::endpoint ep(asio::ip::make_address(cfg->bind_address), cfg->proxy_port);
+        std::vector<worker> workers(rt.size());
+        edge::auth::control_plane_client::options api_opts;
+        api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
+        for (unsigned i = 0; i < rt.size(); ++i) {
+            auto ex = rt.worker(i).get_executor();
+            auto &w = workers[i];
+            w.api = std::make_unique<edge::auth::control_plane_client>(ex, cfg->api, api_opts);
+            w.api_routes =
+                std::make_unique<edge::auth::api_route_source>(*w.api, cfg->proxy_api_key);
+            w.routes = std::make_unique<edge::routing::cached_route_source>(
+                *w.api_routes, edge::routing::cached_route_source::options{});
+            w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
+            w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
+            asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
+        }
+        spdlog::info("edgegate {} listening on {}:{} ({} workers), control plane {}", EDGE_VERSION,
+                     cfg->bind_address, cfg->proxy_port, rt.size(),
+                     cfg->api.scheme + "://" + cfg->api.host + ":" + std::to_string(cfg->api.port) +
+                         cfg->api.path);
+
+        asio::signal_set signals(rt.worker(0), SIGINT, SIGTERM);
+        signals.async_wait([&](const boost::system::error_code &ec, int sig) {
+            if (ec)
+                return;
+            spdlog::info("signal {}: stopping", sig);
+            for (unsigned i = 0; i < rt.size(); ++i)
+                asio::post(rt.worker(i), [&w = workers[i]] {
+                    boost::system::error_code ignored;
+                    w.acceptor->close(ignored);
+                });
+            rt.stop();
+        });
+        rt.run();
+        spdlog::info("stopped");
+    } catch (const std::exception &e) {
+        spdlog::critical("startup failed: {}", e.what());
+        std::fprintf(stderr, "edgegate: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

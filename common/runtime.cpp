@@ -1,0 +1,36 @@
+#include "common/runtime.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+
+namespace edge {
+runtime::runtime(unsigned workers) {
+    if (workers == 0)
+        workers = std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < workers; ++i)
+        contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+}
+
+runtime::~runtime() {
+    stop();
+    for (auto &t : threads_)
+        if (t.joinable())
+            t.join();
+}
+
+void runtime::run() {
+    std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards;
+    for (auto &c : contexts_)
+        guards.emplace_back(c->get_executor());
+    for (size_t i = 1; i < contexts_.size(); ++i)
+        threads_.emplace_back([ctx = contexts_[i].get()] { ctx->run(); });
+    contexts_[0]->run();
+    for (auto &t : threads_)
+        t.join();
+    threads_.clear();
+}
+
+void runtime::stop() {
+    for (auto &c : contexts_)
+        c->stop();
+}
+} // namespace edge

@@ -1,0 +1,43 @@
+#pragma once
+// Idle keep-alive TCP connections, keyed by "host:port". One pool per worker (no locks).
+// A connection taken out belongs to the caller; it is given back only after a clean exchange.
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+namespace edge {
+class tcp_pool {
+  public:
+    struct options {
+        std::size_t max_idle_per_key = 256;
+        std::chrono::seconds max_idle_time{50};
+    };
+
+    explicit tcp_pool(options opts) : opts_(opts) {}
+
+    // The most recently used idle connection to `key` that still looks open, if any. Connections
+    // that the peer closed or that sat idle too long are dropped on the way.
+    std::optional<boost::beast::tcp_stream> take(std::string_view key);
+    void put(std::string_view key, boost::beast::tcp_stream stream);
+    std::size_t idle_count(std::string_view key) const;
+
+  private:
+    struct idle {
+        boost::beast::tcp_stream stream;
+        std::chrono::steady_clock::time_point since;
+    };
+    struct key_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    options opts_;
+    std::unordered_map<std::string, std::deque<idle>, key_hash, std::equal_to<>> idle_;
+};
+} // namespace edge

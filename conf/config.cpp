@@ -1,0 +1,302 @@
+#include "conf/config.hpp"
+
+#include <boost/asio/ip/address.hpp>
+#include <boost/url/parse.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <optional>
+#include <string_view>
+
+extern char **environ;
+
+namespace edge::conf {
+namespace {
+
+bool parse_bool(std::string_view v, bool &out) {
+    // The spellings Go's strconv.ParseBool accepts, as Daytona's services read these variables.
+    static constexpr std::string_view yes[] = {"1", "t", "T", "true", "TRUE", "True"};
+    static constexpr std::string_view no[] = {"0", "f", "F", "false", "FALSE", "False"};
+    if (std::find(std::begin(yes), std::end(yes), v) != std::end(yes))
+        return out = true, true;
+    if (std::find(std::begin(no), std::end(no), v) != std::end(no))
+        return out = false, true;
+    return false;
+}
+
+template <class T>
+bool parse_uint(std::string_view v, T &out, unsigned long long lo, unsigned long long hi) {
+    unsigned long long n = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || ec != std::errc{} || p != v.data() + v.size() || n < lo || n > hi)
+        return false;
+    out = static_cast<T>(n);
+    return true;
+}
+
+std::optional<std::string> base64_decode(std::string_view in) {
+    static constexpr std::string_view alphabet =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    std::string out;
+    unsigned buf = 0;
+    int bits = 0;
+    for (char c : in) {
+        if (c == '=' || c == '\n' || c == '\r' || c == ' ')
+            continue;
+        auto pos = alphabet.find(c);
+        if (pos == std::string_view::npos)
+            return std::nullopt;
+        buf = (buf << 6) | static_cast<unsigned>(pos);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out.push_back(static_cast<char>((buf >> bits) & 0xFF));
+        }
+    }
+    return out;
+}
+
+bool readable(const std::string &path) {
+    std::ifstream f(path);
+    return f.good();
+}
+
+class loader {
+  public:
+    loader(const key_values &env, const key_values &file) : env_(env), file_(file) {}
+
+    const std::string *get(const std::string &key) const {
+        if (auto it = env_.find(key); it != env_.end())
+            return &it->second;
+        if (auto it = file_.find(key); it != file_.end())
+            return &it->second;
+        return nullptr;
+    }
+
+    void text(const std::string &key, std::string &out) {
+        if (auto v = get(key))
+            out = *v;
+    }
+
+    void flag(const std::string &key, bool &out) {
+        auto v = get(key);
+        if (v && !v->empty() && !parse_bool(*v, out))
+            bad(key, *v, "true or false");
+    }
+
+    template <class T>
+    void number(const std::string &key, T &out, unsigned long long lo, unsigned long long hi,
+                const char *expected) {
+        auto v = get(key);
+        if (v && !v->empty() && !parse_uint(*v, out, lo, hi))
+            bad(key, *v, expected);
+    }
+
+    void bad(const std::string &key, const std::string &value, const std::string &expected) {
+        problems.push_back(key + "=" + quote(value) + ": expected " + expected);
+    }
+    void secret_problem(const std::string &key, const std::string &what) {
+        problems.push_back(key + ": " + what);
+    }
+
+    std::vector<std::string> problems;
+
+  private:
+    static std::string quote(const std::string &v) {
+        std::string shown = v.size() > 200 ? v.substr(0, 200) + "..." : v;
+        return "\"" + shown + "\"";
+    }
+    const key_values &env_;
+    const key_values &file_;
+};
+
+} // namespace
+
+bool parse_url(const std::string &text, url_parts &out) {
+    auto r = boost::urls::parse_absolute_uri(text);
+    if (!r)
+        return false;
+    std::string scheme(r->scheme());
+    if (scheme != "http" && scheme != "https")
+        return false;
+    if (!r->has_authority() || r->encoded_host().empty() || r->has_userinfo())
+        return false;
+    out.scheme = scheme;
+    out.host = std::string(r->encoded_host_address());
+    if (r->host_type() == boost::urls::host_type::ipv6)
+        out.host = "[" + out.host + "]";
+    unsigned long long port = scheme == "https" ? 443 : 80;
+    if (r->has_port() && !parse_uint(r->port(), port, 1, 65535))
+        return false;
+    out.port = static_cast<std::uint16_t>(port);
+    out.path = std::string(r->encoded_path());
+    while (!out.path.empty() && out.path.back() == '/')
+        out.path.pop_back();
+    return true;
+}
+
+const std::vector<std::string> &known_keys() {
+    static const std::vector<std::string> keys = {"BIND_ADDRESS",
+                                                  "PROXY_PORT",
+                                                  "PROXY_PROTOCOL",
+                                                  "PROXY_API_KEY",
+                                                  "DAYTONA_API_URL",
+                                                  "API_URL",
+                                                  "API_CLIENT_TIMEOUT_SEC",
+                                                  "ENABLE_TLS",
+                                                  "TLS_CERT_FILE",
+                                                  "TLS_KEY_FILE",
+                                                  "COOKIE_DOMAIN",
+                                                  "OIDC_CLIENT_ID",
+                                                  "OIDC_CLIENT_SECRET",
+                                                  "OIDC_DOMAIN",
+                                                  "OIDC_PUBLIC_DOMAIN",
+                                                  "OIDC_AUDIENCE",
+                                                  "REDIS_HOST",
+                                                  "REDIS_PORT",
+                                                  "REDIS_USERNAME",
+                                                  "REDIS_PASSWORD",
+                                                  "REDIS_TLS",
+                                                  "TOOLBOX_ONLY_MODE",
+                                                  "PREVIEW_WARNING_ENABLED",
+                                                  "SHUTDOWN_TIMEOUT_SEC",
+                                                  "METRICS_PORT",
+                                                  "SSH_GATEWAY_PORT",
+                                                  "API_KEY",
+                                                  "SSH_GATEWAY_API_KEY",
+                                                  "SSH_PRIVATE_KEY",
+                                                  "SSH_HOST_KEY",
+                                                  "EDGEGATE_WORKERS",
+                                                  "UPSTREAM_CONNECT_TIMEOUT_SEC",
+                                                  "UPSTREAM_RESPONSE_TIMEOUT_SEC",
+                                                  "LOG_LEVEL"};
+    return keys;
+}
+
+key_values environment() {
+    key_values out;
+    for (char **e = environ; e && *e; ++e) {
+        std::string_view kv(*e);
+        auto eq = kv.find('=');
+        if (eq != std::string_view::npos)
+            out.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+    }
+    return out;
+}
+
+load_result load(const key_values &env, const key_values &file) {
+    loader l(env, file);
+    config c;
+    constexpr auto port_expected = "a port number from 1 to 65535";
+
+    l.text("BIND_ADDRESS", c.bind_address);
+    {
+        boost::system::error_code ec;
+        boost::asio::ip::make_address(c.bind_address, ec);
+        if (ec)
+            l.bad("BIND_ADDRESS", c.bind_address, "an IPv4 or IPv6 address such as 0.0.0.0 or ::");
+    }
+    l.number("PROXY_PORT", c.proxy_port, 1, 65535, port_expected);
+    l.text("PROXY_PROTOCOL", c.proxy_protocol);
+    if (c.proxy_protocol != "http" && c.proxy_protocol != "https")
+        l.bad("PROXY_PROTOCOL", c.proxy_protocol, "http or https");
+    l.number("EDGEGATE_WORKERS", c.workers, 0, 256,
+             "a number of worker threads from 0 (one per core) to 256");
+
+    l.text("PROXY_API_KEY", c.proxy_api_key);
+    if (c.proxy_api_key.empty())
+        l.secret_problem("PROXY_API_KEY", "missing: set it to the region's proxy API key");
+
+    if (auto v = l.get("DAYTONA_API_URL"); v && !v->empty())
+        c.api_url = *v;
+    else
+        l.text("API_URL", c.api_url);
+    if (c.api_url.empty())
+        l.secret_problem(
+            "DAYTONA_API_URL",
+            "missing: set it to the Daytona API base URL, e.g. https://app.daytona.io/api");
+    else if (!parse_url(c.api_url, c.api))
+        l.bad(l.get("DAYTONA_API_URL") ? "DAYTONA_API_URL" : "API_URL", c.api_url,
+              "an absolute http:// or https:// URL, e.g. https://app.daytona.io/api");
+    l.number("API_CLIENT_TIMEOUT_SEC", c.api_client_timeout_sec, 1, 3600,
+             "a number of seconds from 1 to 3600");
+
+    l.flag("ENABLE_TLS", c.enable_tls);
+    l.text("TLS_CERT_FILE", c.tls_cert_file);
+    l.text("TLS_KEY_FILE", c.tls_key_file);
+    if (c.enable_tls) {
+        for (auto [key, path] : {std::pair{"TLS_CERT_FILE", &c.tls_cert_file},
+                                 std::pair{"TLS_KEY_FILE", &c.tls_key_file}}) {
+            if (path->empty())
+                l.secret_problem(key, "missing: required when ENABLE_TLS=true");
+            else if (!readable(*path))
+                l.bad(key, *path, "a readable PEM file");
+        }
+    }
+
+    l.text("COOKIE_DOMAIN", c.cookie_domain);
+    l.text("OIDC_CLIENT_ID", c.oidc_client_id);
+    l.text("OIDC_CLIENT_SECRET", c.oidc_client_secret);
+    l.text("OIDC_DOMAIN", c.oidc_domain);
+    l.text("OIDC_PUBLIC_DOMAIN", c.oidc_public_domain);
+    l.text("OIDC_AUDIENCE", c.oidc_audience);
+    for (auto key : {"OIDC_DOMAIN", "OIDC_PUBLIC_DOMAIN"}) {
+        url_parts ignored;
+        auto v = l.get(key);
+        if (v && !v->empty() && !parse_url(*v, ignored))
+            l.bad(key, *v, "an absolute http:// or https:// URL of the OIDC issuer");
+    }
+    l.flag("TOOLBOX_ONLY_MODE", c.toolbox_only_mode);
+    l.flag("PREVIEW_WARNING_ENABLED", c.preview_warning_enabled);
+
+    l.text("REDIS_HOST", c.redis_host);
+    l.number("REDIS_PORT", c.redis_port, 1, 65535, port_expected);
+    l.text("REDIS_USERNAME", c.redis_username);
+    l.text("REDIS_PASSWORD", c.redis_password);
+    l.flag("REDIS_TLS", c.redis_tls);
+    if (c.redis_tls)
+        l.bad("REDIS_TLS", "true",
+              "false: edgegate speaks plain RESP to Redis; run Redis inside the private network, "
+              "or put a TLS tunnel (stunnel, spiped) beside edgegate and point REDIS_HOST at it");
+
+    l.number("UPSTREAM_CONNECT_TIMEOUT_SEC", c.upstream_connect_timeout_sec, 1, 600,
+             "a number of seconds from 1 to 600");
+    l.number("UPSTREAM_RESPONSE_TIMEOUT_SEC", c.upstream_response_timeout_sec, 1, 86400,
+             "a number of seconds from 1 to 86400");
+    l.number("SHUTDOWN_TIMEOUT_SEC", c.shutdown_timeout_sec, 0, 86400,
+             "a number of seconds from 0 to 86400");
+    l.number("METRICS_PORT", c.metrics_port, 1, 65535, port_expected);
+    l.text("LOG_LEVEL", c.log_level);
+    static const std::vector<std::string> levels = {"trace", "debug", "info",
+                                                    "warn",  "error", "off"};
+    if (std::find(levels.begin(), levels.end(), c.log_level) == levels.end())
+        l.bad("LOG_LEVEL", c.log_level, "one of trace, debug, info, warn, error, off");
+
+    l.number("SSH_GATEWAY_PORT", c.ssh_gateway_port, 1, 65535, port_expected);
+    if (auto v = l.get("SSH_GATEWAY_API_KEY"); v && !v->empty())
+        c.ssh_gateway_api_key = *v;
+    else
+        l.text("API_KEY", c.ssh_gateway_api_key);
+    for (auto [key, out] : {std::pair{"SSH_PRIVATE_KEY", &c.ssh_private_key},
+                            std::pair{"SSH_HOST_KEY", &c.ssh_host_key}}) {
+        auto v = l.get(key);
+        if (!v || v->empty())
+            continue;
+        auto decoded = base64_decode(*v);
+        if (!decoded || decoded->find("-----BEGIN") == std::string::npos)
+            l.secret_problem(key, "not a base64-encoded PEM or OpenSSH private key "
+                                  "(encode it with: base64 -w0 < key)");
+        else
+            *out = std::move(*decoded);
+    }
+    if (c.proxy_port == c.ssh_gateway_port && !c.ssh_gateway_api_key.empty())
+        l.bad("SSH_GATEWAY_PORT", std::to_string(c.ssh_gateway_port),
+              "a port other than PROXY_PORT");
+    if (c.metrics_port != 0 && c.metrics_port == c.proxy_port)
+        l.bad("METRICS_PORT", std::to_string(c.metrics_port), "a port other than PROXY_PORT");
+
+    return load_result{std::move(c), std::move(l.problems)};
+}
+
+} // namespace edge::conf

@@ -1,0 +1,429 @@
+#include "proxy/h1_session.hpp"
+
+#include "proxy/error_response.hpp"
+#include "proxy/header_rewrite.hpp"
+#include "routing/host.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/system/result.hpp>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <optional>
+
+namespace edge::proxy {
+namespace {
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = boost::asio::ip::tcp;
+using boost::system::error_code;
+using namespace std::chrono_literals;
+
+constexpr auto idle_timeout = 70s;   // waiting for the next request on a kept-alive connection
+constexpr auto header_timeout = 10s; // from the first byte of a request to the end of its header
+constexpr auto io_timeout = 70s; // a body read from the client or any write that makes no progress
+constexpr std::size_t header_limit = 64 * 1024;
+constexpr std::size_t relay_buffer_size = 64 * 1024;
+
+bool is_reserved_port(std::uint16_t port) {
+    return port == 22222 || port == 2280 || port == 33333;
+}
+
+using request_parser = http::request_parser<http::buffer_body>;
+using response_parser = http::response_parser<http::buffer_body>;
+
+// What went wrong while moving a message from one side to the other.
+enum class relay_failure { none, read, write };
+
+// Writes the header of `p`'s message to `out`, then moves its body from `in` to `out` as it
+// arrives (one read, one write, no batching: a server-sent event is flushed when it arrives).
+// `read_timeout` bounds each read (none for runner responses, which may stream forever).
+template <bool is_request>
+awaitable<relay_failure> relay(beast::tcp_stream &in, beast::flat_buffer &in_buf,
+                               http::parser<is_request, http::buffer_body> &p,
+                               beast::tcp_stream &out,
+                               http::serializer<is_request, http::buffer_body> &sr,
+                               std::optional<std::chrono::seconds> read_timeout, char *scratch) {
+    out.expires_after(io_timeout);
+    if (auto [ec, n] = co_await http::async_write_header(out, sr, use_nothrow); ec)
+        co_return relay_failure::write;
+    while (!sr.is_done()) {
+        auto &body = p.get().body();
+        if (!p.is_done()) {
+            body.data = scratch;
+            body.size = relay_buffer_size;
+            if (read_timeout)
+                in.expires_after(*read_timeout);
+            else
+                in.expires_never();
+            auto [ec, n] = co_await http::async_read_some(in, in_buf, p, use_nothrow);
+            if (ec == http::error::need_buffer)
+                ec = {};
+            if (ec)
+                co_return relay_failure::read;
+            body.size = relay_buffer_size - body.size;
+            body.data = scratch;
+            body.more = !p.is_done();
+            if (body.size == 0 && body.more)
+                continue; // parsed framing only (a chunk header), nothing to send yet
+        } else {
+            body.data = nullptr;
+            body.size = 0;
+            body.more = false;
+        }
+        out.expires_after(io_timeout);
+        auto [ec, n] = co_await http::async_write(out, sr, use_nothrow);
+        if (ec == http::error::need_buffer)
+            ec = {};
+        if (ec)
+            co_return relay_failure::write;
+    }
+    co_return relay_failure::none;
+}
+
+class session {
+  public:
+    session(tcp::socket s, worker_context &ctx) : client_(std::move(s)), ctx_(ctx) {
+        error_code ec;
+        auto ep = client_.socket().remote_endpoint(ec);
+        client_ip_ = ec ? "unknown" : ep.address().to_string();
+        client_.socket().set_option(tcp::no_delay(true), ec);
+    }
+
+    awaitable<void> run() {
+        while (co_await serve_one()) {
+        }
+        error_code ec;
+        client_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        client_.socket().close(ec);
+    }
+
+  private:
+    // Serves one request; true when the connection stays open for the next.
+    awaitable<bool> serve_one() {
+        if (buf_.size() == 0) {
+            client_.expires_after(idle_timeout);
+            auto [ec, n] = co_await client_.async_read_some(buf_.prepare(16 * 1024), use_nothrow);
+            if (ec)
+                co_return false;
+            buf_.commit(n);
+        }
+        request_parser p;
+        p.header_limit(header_limit);
+        p.body_limit(boost::none); // bodies stream; their size is the runner's business
+        client_.expires_after(header_timeout);
+        auto [ec, n] = co_await http::async_read_header(client_, buf_, p, use_nothrow);
+        if (ec) {
+            if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+                ec == boost::asio::error::connection_reset)
+                co_return false;
+            unsigned status = ec == http::error::header_limit ? 431 : 400;
+            co_await send_error(status, "malformed HTTP request: " + ec.message(), "/", "", false);
+            co_return false;
+        }
+
+        auto &req = p.get();
+        auto host = req[http::field::host];
+        auto target = routing::parse_host(host);
+        switch (target.kind) {
+        case routing::host_kind::invalid:
+            co_return co_await reply_error(p, 400, std::string(target.error));
+        case routing::host_kind::base: co_return co_await serve_base(p);
+        case routing::host_kind::preview: break;
+        }
+        co_return co_await serve_preview(p, target);
+    }
+
+    awaitable<bool> serve_base(request_parser &p) {
+        auto &req = p.get();
+        auto path = req.target().substr(0, req.target().find('?'));
+        if (path == "/health" &&
+            (req.method() == http::verb::get || req.method() == http::verb::head))
+            co_return co_await reply(p, 200, R"({"status":"ok","version":")" EDGE_VERSION R"("})");
+        if (auto tb = routing::parse_toolbox_path(req.target()); tb && routing::valid_id(tb->id))
+            co_return co_await reply_error(
+                p, 401, "authentication required: toolbox requests need an API key or token");
+        co_return co_await reply_error(p, 404, "no route for this path on the proxy's base host");
+    }
+
+    awaitable<bool> serve_preview(request_parser &p, const routing::host_target &t) {
+        auto &req = p.get();
+        if (ctx_.cfg->toolbox_only_mode && t.port != 2280)
+            co_return co_await reply_error(p, 404,
+                                           "this proxy serves only the toolbox (port 2280)");
+        if (req.target().empty() || req.target().front() != '/')
+            co_return co_await reply_error(p, 400,
+                                           "the request target must be a path (origin-form)");
+        std::string id(t.id);
+        auto found = co_await ctx_.routes.runner_for(id);
+        if (found.status == routing::lookup_status::not_found)
+            co_return co_await reply_error(p, 404, "sandbox " + id + " not found");
+        if (found.status != routing::lookup_status::found)
+            co_return co_await reply_unavailable(p, found.detail);
+        if (is_reserved_port(t.port))
+            co_return co_await reply_error(p, 401,
+                                           "authentication required: port " +
+                                               std::to_string(t.port) +
+                                               " always needs a preview token or API key");
+        auto pub = co_await ctx_.routes.is_public(id);
+        if (pub.status == routing::lookup_status::unavailable)
+            co_return co_await reply_unavailable(p, pub.detail);
+        if (!pub.is_public)
+            co_return co_await reply_error(
+                p, 401, "authentication required: sandbox " + id + " is private");
+
+        auto &route = *found.route;
+        std::string upstream_target;
+        upstream_target.reserve(route.base_path.size() + id.size() + 48 + req.target().size());
+        upstream_target.append(route.base_path)
+            .append("/sandboxes/")
+            .append(id)
+            .append("/toolbox/proxy/")
+            .append(std::to_string(t.port))
+            .append(req.target());
+        co_return co_await forward(p, route, std::move(upstream_target));
+    }
+
+    // Opens (or reuses) a connection to the runner into `out`. Sets `reused` for a pooled one.
+    awaitable<error_code> connect(const routing::runner_route &r,
+                                  std::optional<beast::tcp_stream> &out, bool &reused) {
+        out.reset();
+        if (auto pooled = ctx_.upstream_pool.take(r.host_port)) {
+            reused = true;
+            out.emplace(std::move(*pooled));
+            co_return error_code{};
+        }
+        reused = false;
+        auto &s = out.emplace(client_.get_executor());
+        s.expires_after(std::chrono::seconds(ctx_.cfg->upstream_connect_timeout_sec));
+        error_code ec;
+        auto addr = boost::asio::ip::make_address(
+            r.host.front() == '[' ? r.host.substr(1, r.host.size() - 2) : r.host, ec);
+        if (!ec) {
+            std::tie(ec) = co_await s.async_connect(tcp::endpoint(addr, r.port), use_nothrow);
+        } else {
+            auto [rec, eps] =
+                co_await ctx_.resolver.async_resolve(r.host, std::to_string(r.port), use_nothrow);
+            if (rec) {
+                out.reset();
+                co_return rec;
+            }
+            tcp::endpoint ep;
+            std::tie(ec, ep) = co_await s.async_connect(eps, use_nothrow);
+        }
+        if (ec) {
+            out.reset();
+            co_return ec;
+        }
+        s.socket().set_option(tcp::no_delay(true), ec);
+        co_return error_code{};
+    }
+
+    awaitable<bool> forward(request_parser &p, const routing::runner_route &route,
+                            std::string upstream_target) {
+        auto &req = p.get();
+        if (route.scheme != "http")
+            co_return co_await reply_error(p, 502,
+                                           "runner at " + route.host_port +
+                                               " uses https, which this build cannot reach yet");
+        const std::string original_target(req.target());
+        const std::string original_host(req[http::field::host]);
+        const auto method = req.method();
+        const std::string method_name(req.method_string());
+        const unsigned client_version = req.version();
+        bool client_keep = req.keep_alive();
+        const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
+
+        req.target(upstream_target);
+        rewrite_request(req.base(), forward_context{original_host, client_ip_,
+                                                    ctx_.cfg->enable_tls ? "https" : "http",
+                                                    route.host_port, route.api_key});
+        req.erase(http::field::expect);
+        req.version(11);
+        req.keep_alive(true);
+
+        auto scratch = std::make_unique<std::array<char, relay_buffer_size>>();
+        const bool bodyless = p.is_done();
+        std::optional<beast::tcp_stream> upstream;
+        beast::flat_buffer upstream_buf;
+        std::optional<response_parser> rp;
+        bool sent_continue = false;
+
+        // A pooled connection can turn out dead only on use; a bodyless request is retried once
+        // on a fresh connection then. With a body, the peek in tcp_pool::take is the guard.
+        for (int attempt = 0;; ++attempt) {
+            bool reused = false;
+            if (auto ec = co_await connect(route, upstream, reused)) {
+                if (ec == beast::error::timeout)
+                    co_return co_await reply_error(
+                        p, 504,
+                        "runner at " + route.host_port + " did not accept a connection within " +
+                            std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s",
+                        client_keep && bodyless, original_target, method_name);
+                co_return co_await reply_error(
+                    p, 502, "runner at " + route.host_port + " is unreachable: " + ec.message(),
+                    client_keep && bodyless, original_target, method_name);
+            }
+            upstream_buf.clear();
+
+            if (expect_continue && !p.is_done() && !sent_continue) {
+                sent_continue = true;
+                static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+                client_.expires_after(io_timeout);
+                auto [ec, n] = co_await boost::asio::async_write(
+                    client_, boost::asio::buffer(cont.data(), cont.size()), use_nothrow);
+                if (ec)
+                    co_return false;
+            }
+
+            http::serializer<true, http::buffer_body> req_sr{req};
+            auto sent =
+                co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch->data());
+            if (sent == relay_failure::read)
+                co_return false; // the client went away or stalled mid-body: nothing to answer
+            if (sent == relay_failure::write && reused && bodyless && attempt == 0)
+                continue;
+            if (sent == relay_failure::write) {
+                // The runner may have answered early (e.g. 413) and closed; try to read it.
+                client_keep = false;
+            }
+
+            rp.emplace();
+            rp->body_limit(boost::none);
+            if (method == http::verb::head)
+                rp->skip(true);
+            upstream->expires_after(std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
+            auto [ec, n] =
+                co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
+            // Interim answers (100 Continue and friends) are ours to give, not the runner's.
+            while (!ec && rp->get().result_int() >= 100 && rp->get().result_int() < 200 &&
+                   rp->get().result_int() != 101) {
+                rp.emplace();
+                rp->body_limit(boost::none);
+                if (method == http::verb::head)
+                    rp->skip(true);
+                std::tie(ec, n) =
+                    co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
+            }
+            if (!ec)
+                break;
+            if (ec == beast::error::timeout)
+                co_return co_await reply_error(
+                    p, 504,
+                    "runner at " + route.host_port + " did not answer within " +
+                        std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s",
+                    false, original_target, method_name);
+            if (reused && bodyless && attempt == 0 && upstream_buf.size() == 0)
+                continue;
+            co_return co_await reply_error(
+                p, 502,
+                "runner at " + route.host_port +
+                    " closed the connection without an answer: " + ec.message(),
+                false, original_target, method_name);
+        }
+
+        auto &res = rp->get();
+        const bool upstream_keep = res.keep_alive();
+        const unsigned status = res.result_int();
+        rewrite_response(res.base());
+        const bool has_body = method != http::verb::head && status != 204 && status != 304 &&
+                              !(status >= 100 && status < 200);
+        if (has_body && !res.has_content_length() && !res.chunked()) {
+            // The runner ends this body by closing: re-frame it for a keep-alive client.
+            if (client_version >= 11)
+                res.chunked(true);
+            else
+                client_keep = false;
+        } else if (client_version < 11 && res.chunked()) {
+            res.chunked(false);
+            client_keep = false;
+        }
+        res.version(11);
+        res.keep_alive(client_keep);
+
+        http::serializer<false, http::buffer_body> res_sr{res};
+        auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
+                                  scratch->data());
+        if (got != relay_failure::none) {
+            if (got == relay_failure::read)
+                spdlog::debug("runner {} broke off a response body", route.host_port);
+            co_return false; // a half-sent response can only end with the connection
+        }
+        if (upstream_keep && rp->is_done() && p.is_done() && upstream_buf.size() == 0)
+            ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
+        co_return client_keep &&p.is_done();
+    }
+
+    // Answers a request that was not forwarded. The connection stays open only when the whole
+    // request has been read (no unread body would be taken for the next request).
+    awaitable<bool> reply(request_parser &p, unsigned status, std::string body,
+                          std::string_view retry_after = {}) {
+        auto &req = p.get();
+        bool keep = req.keep_alive() && p.is_done();
+        http::response<http::string_body> res{static_cast<http::status>(status), 11};
+        res.set(http::field::content_type, "application/json");
+        if (!retry_after.empty())
+            res.set(http::field::retry_after, retry_after);
+        res.body() = std::move(body);
+        res.keep_alive(keep);
+        res.prepare_payload();
+        if (req.method() == http::verb::head)
+            res.body().clear(); // Content-Length stays: HEAD describes the GET answer
+        client_.expires_after(io_timeout);
+        http::serializer<false, http::string_body> sr{res};
+        auto [ec, n] = co_await http::async_write(client_, sr, use_nothrow);
+        co_return keep && !ec;
+    }
+
+    awaitable<bool> reply_error(request_parser &p, unsigned status, std::string message,
+                                std::optional<bool> keep_override = std::nullopt,
+                                std::string_view target = {}, std::string_view method = {}) {
+        auto &req = p.get();
+        if (target.empty())
+            target = req.target();
+        if (method.empty())
+            method = req.method_string();
+        if (status >= 500)
+            spdlog::warn("{} {}: {}", status, method, message);
+        auto body = error_body(status, message, target, method);
+        bool keep = co_await reply(p, status, std::move(body));
+        co_return keep &&keep_override.value_or(true);
+    }
+
+    awaitable<bool> reply_unavailable(request_parser &p, const std::string &detail) {
+        auto &req = p.get();
+        auto body = error_body(503, "sandbox route unavailable: " + detail, req.target(),
+                               req.method_string());
+        spdlog::warn("503 {}: {}", req.method_string(), detail);
+        co_return co_await reply(p, 503, std::move(body), "5");
+    }
+
+    // Errors found before a parser exists (malformed request): always closes.
+    awaitable<void> send_error(unsigned status, std::string message, std::string_view target,
+                               std::string_view method, bool keep) {
+        http::response<http::string_body> res{static_cast<http::status>(status), 11};
+        res.set(http::field::content_type, "application/json");
+        res.body() = error_body(status, message, target, method);
+        res.keep_alive(keep);
+        res.prepare_payload();
+        client_.expires_after(io_timeout);
+        co_await http::async_write(client_, res, use_nothrow);
+    }
+
+    beast::tcp_stream client_;
+    worker_context &ctx_;
+    beast::flat_buffer buf_;
+    std::string client_ip_;
+};
+
+} // namespace
+
+awaitable<void> serve_h1(tcp::socket socket, worker_context &ctx) {
+    session s(std::move(socket), ctx);
+    co_await s.run();
+}
+
+} // namespace edge::proxy

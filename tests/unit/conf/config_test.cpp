@@ -1,0 +1,156 @@
+#include "conf/config.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <unistd.h>
+
+using edge::conf::key_values;
+using edge::conf::load;
+
+namespace {
+const std::string secret = "dtn_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+key_values valid_env() {
+    return {{"PROXY_API_KEY", secret}, {"DAYTONA_API_URL", "http://127.0.0.1:3001/api"}};
+}
+
+bool mentions(const std::vector<std::string> &problems, const std::string &text) {
+    for (auto &p : problems)
+        if (p.find(text) != std::string::npos)
+            return true;
+    return false;
+}
+
+std::string temp_file(const std::string &text) {
+    char name[] = "/tmp/edgegate-conf-XXXXXX";
+    int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    std::ofstream(name) << text;
+    return name;
+}
+} // namespace
+
+TEST_CASE("defaults follow Daytona's", "[config]") {
+    auto r = load(valid_env(), {});
+    REQUIRE(r.problems.empty());
+    CHECK(r.cfg.proxy_port == 4000);
+    CHECK(r.cfg.bind_address == "0.0.0.0");
+    CHECK(r.cfg.proxy_protocol == "http");
+    CHECK(r.cfg.api_client_timeout_sec == 60);
+    CHECK(r.cfg.shutdown_timeout_sec == 3600);
+    CHECK(r.cfg.ssh_gateway_port == 2222);
+    CHECK(r.cfg.redis_port == 6379);
+    CHECK(r.cfg.api.host == "127.0.0.1");
+    CHECK(r.cfg.api.port == 3001);
+    CHECK(r.cfg.api.path == "/api");
+}
+
+TEST_CASE("each bad value is one problem naming the variable", "[config]") {
+    SECTION("missing key") {
+        auto env = valid_env();
+        env.erase("PROXY_API_KEY");
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "PROXY_API_KEY"));
+    }
+    SECTION("port not a number") {
+        auto env = valid_env();
+        env["PROXY_PORT"] = "abc";
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "PROXY_PORT=\"abc\""));
+        CHECK(mentions(r.problems, "1 to 65535"));
+    }
+    SECTION("port out of range") {
+        auto env = valid_env();
+        env["PROXY_PORT"] = "70000";
+        CHECK(mentions(load(env, {}).problems, "PROXY_PORT"));
+    }
+    SECTION("api url without scheme") {
+        auto env = valid_env();
+        env["DAYTONA_API_URL"] = "localhost:3000";
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "DAYTONA_API_URL=\"localhost:3000\""));
+    }
+    SECTION("unreadable TLS files") {
+        auto env = valid_env();
+        env["ENABLE_TLS"] = "true";
+        env["TLS_CERT_FILE"] = "/nonexistent/cert.pem";
+        auto r = load(env, {});
+        CHECK(mentions(r.problems, "TLS_CERT_FILE=\"/nonexistent/cert.pem\""));
+        CHECK(mentions(r.problems, "TLS_KEY_FILE: missing"));
+    }
+    SECTION("booleans") {
+        auto env = valid_env();
+        env["TOOLBOX_ONLY_MODE"] = "yes";
+        CHECK(mentions(load(env, {}).problems, "TOOLBOX_ONLY_MODE"));
+        env["TOOLBOX_ONLY_MODE"] = "1";
+        auto r = load(env, {});
+        CHECK(r.problems.empty());
+        CHECK(r.cfg.toolbox_only_mode);
+    }
+    SECTION("redis tls is refused with a way out") {
+        auto env = valid_env();
+        env["REDIS_TLS"] = "true";
+        CHECK(mentions(load(env, {}).problems, "stunnel"));
+    }
+    SECTION("ssh keys must be base64 PEM, and the value is never shown") {
+        auto env = valid_env();
+        env["SSH_PRIVATE_KEY"] = "not-a-key-secret-value";
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "SSH_PRIVATE_KEY"));
+        CHECK_FALSE(mentions(r.problems, "not-a-key-secret-value"));
+    }
+    SECTION("several problems at once") {
+        key_values env{{"PROXY_PORT", "abc"}, {"LOG_LEVEL", "loud"}};
+        CHECK(load(env, {}).problems.size() == 4);
+    }
+}
+
+TEST_CASE("API_URL and API_KEY are aliases", "[config]") {
+    key_values env{{"PROXY_API_KEY", secret},
+                   {"API_URL", "https://app.daytona.io/api"},
+                   {"API_KEY", "sshkey"}};
+    auto r = load(env, {});
+    REQUIRE(r.problems.empty());
+    CHECK(r.cfg.api.scheme == "https");
+    CHECK(r.cfg.api.port == 443);
+    CHECK(r.cfg.ssh_gateway_api_key == "sshkey");
+}
+
+TEST_CASE("the config file is flat TOML and the environment wins", "[config]") {
+    auto path =
+        temp_file("# edgegate\nproxy_port = 5000\nDAYTONA_API_URL = \"http://api:3000/api\"\n"
+                  "PROXY_API_KEY = 'from-file'\nTOOLBOX_ONLY_MODE = true # trailing\n");
+    std::vector<std::string> problems;
+    auto file = edge::conf::read_config_file(path, problems);
+    std::remove(path.c_str());
+    REQUIRE(problems.empty());
+    auto r = load({{"PROXY_PORT", "6000"}}, file);
+    REQUIRE(r.problems.empty());
+    CHECK(r.cfg.proxy_port == 6000);
+    CHECK(r.cfg.proxy_api_key == "from-file");
+    CHECK(r.cfg.api.host == "api");
+    CHECK(r.cfg.toolbox_only_mode);
+}
+
+TEST_CASE("config file mistakes name the line", "[config]") {
+    auto path = temp_file("NOPE = 1\n[section]\nPROXY_PORT = \"unterminated\nPROXY_PORT 12\n");
+    std::vector<std::string> problems;
+    edge::conf::read_config_file(path, problems);
+    std::remove(path.c_str());
+    REQUIRE(problems.size() == 4);
+    CHECK(problems[0].find(":1: unknown key NOPE") != std::string::npos);
+    CHECK(problems[1].find(":2:") != std::string::npos);
+    CHECK(problems[2].find(":3: PROXY_PORT: unterminated string") != std::string::npos);
+    CHECK(problems[3].find(":4: expected KEY = value") != std::string::npos);
+
+    problems.clear();
+    edge::conf::read_config_file("/nonexistent/edgegate.toml", problems);
+    CHECK(problems.size() == 1);
+}
