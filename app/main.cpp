@@ -22,7 +22,7 @@ namespace {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-constexpr const char *usage = R"(edgegate )" EDGE_VERSION R"( - Daytona custom-region preview proxy
+constexpr const char* usage = R"(edgegate )" EDGE_VERSION R"( - Daytona custom-region preview proxy
 
 Usage: edgegate [--config FILE] [--check-config] [--version] [--help]
 
@@ -56,7 +56,7 @@ struct worker {
 };
 } // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
     std::string config_file;
     bool check_only = false;
     for (int i = 1; i < argc; ++i) {
@@ -88,7 +88,7 @@ int main(int argc, char **argv) {
     auto loaded = edge::conf::load(edge::conf::environment(), file);
     problems.insert(problems.end(), loaded.problems.begin(), loaded.problems.end());
     if (!problems.empty()) {
-        for (auto &p : problems)
+        for (auto& p : problems)
             std::fprintf(stderr, "config: %s\n", p.c_str());
         std::fprintf(stderr, "edgegate: %zu configuration problem(s); see --help\n",
                      problems.size());
@@ -109,7 +109,7 @@ int main(int argc, char **argv) {
         api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
         for (unsigned i = 0; i < rt.size(); ++i) {
             auto ex = rt.worker(i).get_executor();
-            auto &w = workers[i];
+            auto& w = workers[i];
             w.api = std::make_unique<edge::auth::control_plane_client>(ex, cfg->api, api_opts);
             w.api_routes =
                 std::make_unique<edge::auth::api_route_source>(*w.api, cfg->proxy_api_key);
@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
                          cfg->api.path);
 
         asio::signal_set signals(rt.worker(0), SIGINT, SIGTERM);
-        signals.async_wait([&](const boost::system::error_code &ec, int sig) {
+        signals.async_wait([&](const boost::system::error_code& ec, int sig) {
             if (ec)
                 return;
             spdlog::info("signal {}: stopping", sig);
@@ -138,7 +138,7 @@ int main(int argc, char **argv) {
         });
         rt.run();
         spdlog::info("stopped");
-    } catch (const std::exception &e) {
+    } catch (const std::exception& e) {
         spdlog::critical("startup failed: {}", e.what());
         std::fprintf(stderr, "edgegate: %s\n", e.what());
         return 1;

@@ -6,7 +6,7 @@ namespace edge::auth {
 using routing::lookup_status;
 
 namespace {
-std::string string_field(const boost::json::object &o, std::string_view key) {
+std::string string_field(const boost::json::object& o, std::string_view key) {
     auto it = o.find(key);
     if (it == o.end() || !it->value().is_string())
         return {};
@@ -21,12 +21,12 @@ std::string unexpected(std::string_view call, unsigned status) {
 }
 } // namespace
 
-routing::runner_lookup parse_runner(const std::string &body) {
+routing::runner_lookup parse_runner(const std::string& body) {
     boost::system::error_code ec;
     auto v = boost::json::parse(body, ec);
     if (ec || !v.is_object())
         return {lookup_status::unavailable, nullptr, "runners/by-sandbox: the answer is not JSON"};
-    auto &o = v.get_object();
+    auto& o = v.get_object();
     auto url = string_field(o, "proxyUrl");
     if (url.empty())
         url = string_field(o, "apiUrl");

@@ -8,18 +8,18 @@ namespace edge::auth {
 
 class api_route_source final : public routing::route_source {
   public:
-    api_route_source(control_plane_client &api, std::string proxy_api_key)
+    api_route_source(control_plane_client& api, std::string proxy_api_key)
         : api_(api), key_(std::move(proxy_api_key)) {}
 
     awaitable<routing::runner_lookup> runner_for(std::string_view sandbox_id) override;
     awaitable<routing::public_lookup> is_public(std::string_view id_or_token) override;
 
   private:
-    control_plane_client &api_;
+    control_plane_client& api_;
     std::string key_;
 };
 
 // Parses a RunnerFull body into a route (proxyUrl, or apiUrl for runners that have none).
-routing::runner_lookup parse_runner(const std::string &body);
+routing::runner_lookup parse_runner(const std::string& body);
 
 } // namespace edge::auth

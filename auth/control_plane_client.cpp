@@ -25,7 +25,7 @@ struct control_plane_client::tls_state {
 namespace {
 constexpr std::size_t max_body = 4 * 1024 * 1024;
 
-bool looks_like_json(const std::string &body) {
+bool looks_like_json(const std::string& body) {
     error_code ec;
     boost::json::parse(body, ec);
     return !ec;
@@ -33,8 +33,8 @@ bool looks_like_json(const std::string &body) {
 
 // One request/response on an open stream. Sets `keep` when the connection can be reused.
 template <class Stream>
-awaitable<result<api_response>> exchange(Stream &s, const http::request<http::empty_body> &req,
-                                         std::chrono::milliseconds timeout, bool &keep) {
+awaitable<result<api_response>> exchange(Stream& s, const http::request<http::empty_body>& req,
+                                         std::chrono::milliseconds timeout, bool& keep) {
     beast::get_lowest_layer(s).expires_after(timeout);
     auto [wec, wn] = co_await http::async_write(s, req, use_nothrow);
     if (wec)
@@ -46,7 +46,7 @@ awaitable<result<api_response>> exchange(Stream &s, const http::request<http::em
     if (rec)
         co_return rec;
     keep = p.get().keep_alive() && buf.size() == 0;
-    auto &res = p.get();
+    auto& res = p.get();
     co_return api_response{res.result_int(), std::move(res.body())};
 }
 } // namespace
@@ -65,8 +65,8 @@ control_plane_client::control_plane_client(boost::asio::any_io_executor ex, conf
 
 control_plane_client::~control_plane_client() = default;
 
-awaitable<result<api_response>> control_plane_client::attempt(const std::string &target,
-                                                              const std::string &bearer) {
+awaitable<result<api_response>> control_plane_client::attempt(const std::string& target,
+                                                              const std::string& bearer) {
     http::request<http::empty_body> req{http::verb::get, target, 11};
     bool default_port = api_.port == (tls_ ? 443 : 80);
     req.set(http::field::host, default_port ? api_.host : pool_key_);

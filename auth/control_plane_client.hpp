@@ -40,8 +40,8 @@ class control_plane_client {
     get(std::string path, std::string bearer, std::string_view endpoint, bool expect_json = true);
 
   private:
-    awaitable<boost::system::result<api_response>> attempt(const std::string &target,
-                                                           const std::string &bearer);
+    awaitable<boost::system::result<api_response>> attempt(const std::string& target,
+                                                           const std::string& bearer);
 
     boost::asio::any_io_executor ex_;
     conf::url_parts api_;

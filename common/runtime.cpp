@@ -12,25 +12,25 @@ runtime::runtime(unsigned workers) {
 
 runtime::~runtime() {
     stop();
-    for (auto &t : threads_)
+    for (auto& t : threads_)
         if (t.joinable())
             t.join();
 }
 
 void runtime::run() {
     std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards;
-    for (auto &c : contexts_)
+    for (auto& c : contexts_)
         guards.emplace_back(c->get_executor());
     for (size_t i = 1; i < contexts_.size(); ++i)
         threads_.emplace_back([ctx = contexts_[i].get()] { ctx->run(); });
     contexts_[0]->run();
-    for (auto &t : threads_)
+    for (auto& t : threads_)
         t.join();
     threads_.clear();
 }
 
 void runtime::stop() {
-    for (auto &c : contexts_)
+    for (auto& c : contexts_)
         c->stop();
 }
 } // namespace edge

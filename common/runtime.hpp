@@ -11,12 +11,12 @@ namespace edge {
 class runtime {
   public:
     explicit runtime(unsigned workers);
-    runtime(const runtime &) = delete;
-    runtime &operator=(const runtime &) = delete;
+    runtime(const runtime&) = delete;
+    runtime& operator=(const runtime&) = delete;
     ~runtime();
 
     unsigned size() const noexcept { return static_cast<unsigned>(contexts_.size()); }
-    boost::asio::io_context &worker(unsigned i) { return *contexts_[i]; }
+    boost::asio::io_context& worker(unsigned i) { return *contexts_[i]; }
 
     // Runs worker 0 on the calling thread and the others on their own threads.
     void run();

@@ -6,9 +6,8 @@
 namespace edge {
 namespace {
 // A pooled connection is usable when the peer has neither closed it nor sent anything unasked
-// (a non-blocking peek finds nothing to read). One syscall, and it saves replaying a request on
-// a connection the runner already closed.
-bool looks_open(boost::beast::tcp_stream &s) {
+// (a non-blocking peek finds nothing to read).
+bool looks_open(boost::beast::tcp_stream& s) {
     char c;
     auto fd = s.socket().native_handle();
     ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -16,16 +15,16 @@ bool looks_open(boost::beast::tcp_stream &s) {
 }
 } // namespace
 
-std::optional<boost::beast::tcp_stream> tcp_pool::take(std::string_view key) {
+std::optional<boost::beast::tcp_stream> tcp_pool::take(std::string_view key, bool check_open) {
     auto it = idle_.find(key);
     if (it == idle_.end())
         return std::nullopt;
-    auto &list = it->second;
+    auto& list = it->second;
     auto now = std::chrono::steady_clock::now();
     while (!list.empty()) {
         idle entry = std::move(list.back());
         list.pop_back();
-        if (now - entry.since < opts_.max_idle_time && looks_open(entry.stream))
+        if (now - entry.since < opts_.max_idle_time && (!check_open || looks_open(entry.stream)))
             return std::move(entry.stream);
         boost::system::error_code ignored;
         entry.stream.socket().close(ignored);
@@ -37,7 +36,7 @@ void tcp_pool::put(std::string_view key, boost::beast::tcp_stream stream) {
     auto it = idle_.find(key);
     if (it == idle_.end())
         it = idle_.emplace(std::string(key), std::deque<idle>{}).first;
-    auto &list = it->second;
+    auto& list = it->second;
     if (list.size() >= opts_.max_idle_per_key) {
         boost::system::error_code ignored;
         list.front().stream.socket().close(ignored);

@@ -20,9 +20,10 @@ class tcp_pool {
 
     explicit tcp_pool(options opts) : opts_(opts) {}
 
-    // The most recently used idle connection to `key` that still looks open, if any. Connections
-    // that the peer closed or that sat idle too long are dropped on the way.
-    std::optional<boost::beast::tcp_stream> take(std::string_view key);
+    // The most recently used idle connection to `key`, if any; those idle too long are dropped on
+    // the way. With `check_open`, a non-blocking peek (one syscall) also drops connections the
+    // peer has closed: worth it when the request could not be replayed on a fresh connection.
+    std::optional<boost::beast::tcp_stream> take(std::string_view key, bool check_open = true);
     void put(std::string_view key, boost::beast::tcp_stream stream);
     std::size_t idle_count(std::string_view key) const;
 

@@ -9,12 +9,12 @@
 #include <optional>
 #include <string_view>
 
-extern char **environ;
+extern char** environ;
 
 namespace edge::conf {
 namespace {
 
-bool parse_bool(std::string_view v, bool &out) {
+bool parse_bool(std::string_view v, bool& out) {
     // The spellings Go's strconv.ParseBool accepts, as Daytona's services read these variables.
     static constexpr std::string_view yes[] = {"1", "t", "T", "true", "TRUE", "True"};
     static constexpr std::string_view no[] = {"0", "f", "F", "false", "FALSE", "False"};
@@ -26,7 +26,7 @@ bool parse_bool(std::string_view v, bool &out) {
 }
 
 template <class T>
-bool parse_uint(std::string_view v, T &out, unsigned long long lo, unsigned long long hi) {
+bool parse_uint(std::string_view v, T& out, unsigned long long lo, unsigned long long hi) {
     unsigned long long n = 0;
     auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (v.empty() || ec != std::errc{} || p != v.data() + v.size() || n < lo || n > hi)
@@ -57,16 +57,16 @@ std::optional<std::string> base64_decode(std::string_view in) {
     return out;
 }
 
-bool readable(const std::string &path) {
+bool readable(const std::string& path) {
     std::ifstream f(path);
     return f.good();
 }
 
 class loader {
   public:
-    loader(const key_values &env, const key_values &file) : env_(env), file_(file) {}
+    loader(const key_values& env, const key_values& file) : env_(env), file_(file) {}
 
-    const std::string *get(const std::string &key) const {
+    const std::string* get(const std::string& key) const {
         if (auto it = env_.find(key); it != env_.end())
             return &it->second;
         if (auto it = file_.find(key); it != file_.end())
@@ -74,46 +74,46 @@ class loader {
         return nullptr;
     }
 
-    void text(const std::string &key, std::string &out) {
+    void text(const std::string& key, std::string& out) {
         if (auto v = get(key))
             out = *v;
     }
 
-    void flag(const std::string &key, bool &out) {
+    void flag(const std::string& key, bool& out) {
         auto v = get(key);
         if (v && !v->empty() && !parse_bool(*v, out))
             bad(key, *v, "true or false");
     }
 
     template <class T>
-    void number(const std::string &key, T &out, unsigned long long lo, unsigned long long hi,
-                const char *expected) {
+    void number(const std::string& key, T& out, unsigned long long lo, unsigned long long hi,
+                const char* expected) {
         auto v = get(key);
         if (v && !v->empty() && !parse_uint(*v, out, lo, hi))
             bad(key, *v, expected);
     }
 
-    void bad(const std::string &key, const std::string &value, const std::string &expected) {
+    void bad(const std::string& key, const std::string& value, const std::string& expected) {
         problems.push_back(key + "=" + quote(value) + ": expected " + expected);
     }
-    void secret_problem(const std::string &key, const std::string &what) {
+    void secret_problem(const std::string& key, const std::string& what) {
         problems.push_back(key + ": " + what);
     }
 
     std::vector<std::string> problems;
 
   private:
-    static std::string quote(const std::string &v) {
+    static std::string quote(const std::string& v) {
         std::string shown = v.size() > 200 ? v.substr(0, 200) + "..." : v;
         return "\"" + shown + "\"";
     }
-    const key_values &env_;
-    const key_values &file_;
+    const key_values& env_;
+    const key_values& file_;
 };
 
 } // namespace
 
-bool parse_url(const std::string &text, url_parts &out) {
+bool parse_url(const std::string& text, url_parts& out) {
     auto r = boost::urls::parse_absolute_uri(text);
     if (!r)
         return false;
@@ -136,7 +136,7 @@ bool parse_url(const std::string &text, url_parts &out) {
     return true;
 }
 
-const std::vector<std::string> &known_keys() {
+const std::vector<std::string>& known_keys() {
     static const std::vector<std::string> keys = {"BIND_ADDRESS",
                                                   "PROXY_PORT",
                                                   "PROXY_PROTOCOL",
@@ -176,7 +176,7 @@ const std::vector<std::string> &known_keys() {
 
 key_values environment() {
     key_values out;
-    for (char **e = environ; e && *e; ++e) {
+    for (char** e = environ; e && *e; ++e) {
         std::string_view kv(*e);
         auto eq = kv.find('=');
         if (eq != std::string_view::npos)
@@ -185,7 +185,7 @@ key_values environment() {
     return out;
 }
 
-load_result load(const key_values &env, const key_values &file) {
+load_result load(const key_values& env, const key_values& file) {
     loader l(env, file);
     config c;
     constexpr auto port_expected = "a port number from 1 to 65535";

@@ -76,7 +76,7 @@ struct load_result {
 };
 
 // Builds the configuration from `env` (wins) over `file` (keys already upper-cased).
-load_result load(const key_values &env, const key_values &file);
+load_result load(const key_values& env, const key_values& file);
 
 // The process environment as key/values.
 key_values environment();
@@ -84,11 +84,11 @@ key_values environment();
 // Reads a config file: flat TOML (`KEY = value`, `#` comments, strings in double quotes,
 // integers, true/false). Keys are the environment variable names, in any case. Problems are
 // appended to `problems` with the file name and line number.
-key_values read_config_file(const std::string &path, std::vector<std::string> &problems);
+key_values read_config_file(const std::string& path, std::vector<std::string>& problems);
 
 // Every key edgegate reads, for --help and for rejecting unknown keys in a file.
-const std::vector<std::string> &known_keys();
+const std::vector<std::string>& known_keys();
 
-bool parse_url(const std::string &text, url_parts &out);
+bool parse_url(const std::string& text, url_parts& out);
 
 } // namespace edge::conf

@@ -17,7 +17,7 @@ std::string_view trim(std::string_view s) {
 }
 
 // Parses a value; returns false with `error` set when it is not one we read.
-bool parse_value(std::string_view v, std::string &out, std::string &error) {
+bool parse_value(std::string_view v, std::string& out, std::string& error) {
     if (v.empty()) {
         error = "missing value";
         return false;
@@ -75,14 +75,14 @@ bool parse_value(std::string_view v, std::string &out, std::string &error) {
 }
 } // namespace
 
-key_values read_config_file(const std::string &path, std::vector<std::string> &problems) {
+key_values read_config_file(const std::string& path, std::vector<std::string>& problems) {
     key_values out;
     std::ifstream f(path);
     if (!f) {
         problems.push_back("--config " + path + ": cannot read the file");
         return out;
     }
-    const auto &keys = known_keys();
+    const auto& keys = known_keys();
     std::string line;
     for (int n = 1; std::getline(f, line); ++n) {
         auto where = path + ":" + std::to_string(n) + ": ";

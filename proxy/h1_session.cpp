@@ -26,7 +26,7 @@ constexpr auto idle_timeout = 70s;   // waiting for the next request on a kept-a
 constexpr auto header_timeout = 10s; // from the first byte of a request to the end of its header
 constexpr auto io_timeout = 70s; // a body read from the client or any write that makes no progress
 constexpr std::size_t header_limit = 64 * 1024;
-constexpr std::size_t relay_buffer_size = 64 * 1024;
+constexpr std::size_t relay_buffer_size = worker_context::relay_buffer_size;
 
 bool is_reserved_port(std::uint16_t port) {
     return port == 22222 || port == 2280 || port == 33333;
@@ -40,19 +40,23 @@ enum class relay_failure { none, read, write };
 
 // Writes the header of `p`'s message to `out`, then moves its body from `in` to `out` as it
 // arrives (one read, one write, no batching: a server-sent event is flushed when it arrives).
+// The header goes out with the first piece of body when that is already at hand, so a small
+// message costs one write; otherwise at once, as a stream may not send its body for a while.
 // `read_timeout` bounds each read (none for runner responses, which may stream forever).
 template <bool is_request>
-awaitable<relay_failure> relay(beast::tcp_stream &in, beast::flat_buffer &in_buf,
-                               http::parser<is_request, http::buffer_body> &p,
-                               beast::tcp_stream &out,
-                               http::serializer<is_request, http::buffer_body> &sr,
-                               std::optional<std::chrono::seconds> read_timeout, char *scratch) {
-    out.expires_after(io_timeout);
-    if (auto [ec, n] = co_await http::async_write_header(out, sr, use_nothrow); ec)
-        co_return relay_failure::write;
+awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf,
+                               http::parser<is_request, http::buffer_body>& p,
+                               beast::tcp_stream& out,
+                               http::serializer<is_request, http::buffer_body>& sr,
+                               std::optional<std::chrono::seconds> read_timeout, char* scratch) {
     while (!sr.is_done()) {
-        auto &body = p.get().body();
+        auto& body = p.get().body();
         if (!p.is_done()) {
+            if (!sr.is_header_done() && in_buf.size() == 0) {
+                out.expires_after(io_timeout);
+                if (auto [ec, n] = co_await http::async_write_header(out, sr, use_nothrow); ec)
+                    co_return relay_failure::write;
+            }
             body.data = scratch;
             body.size = relay_buffer_size;
             if (read_timeout)
@@ -67,7 +71,7 @@ awaitable<relay_failure> relay(beast::tcp_stream &in, beast::flat_buffer &in_buf
             body.size = relay_buffer_size - body.size;
             body.data = scratch;
             body.more = !p.is_done();
-            if (body.size == 0 && body.more)
+            if (body.size == 0 && body.more && sr.is_header_done())
                 continue; // parsed framing only (a chunk header), nothing to send yet
         } else {
             body.data = nullptr;
@@ -86,7 +90,7 @@ awaitable<relay_failure> relay(beast::tcp_stream &in, beast::flat_buffer &in_buf
 
 class session {
   public:
-    session(tcp::socket s, worker_context &ctx) : client_(std::move(s)), ctx_(ctx) {
+    session(tcp::socket s, worker_context& ctx) : client_(std::move(s)), ctx_(ctx) {
         error_code ec;
         auto ep = client_.socket().remote_endpoint(ec);
         client_ip_ = ec ? "unknown" : ep.address().to_string();
@@ -125,7 +129,7 @@ class session {
             co_return false;
         }
 
-        auto &req = p.get();
+        auto& req = p.get();
         auto host = req[http::field::host];
         auto target = routing::parse_host(host);
         switch (target.kind) {
@@ -137,8 +141,8 @@ class session {
         co_return co_await serve_preview(p, target);
     }
 
-    awaitable<bool> serve_base(request_parser &p) {
-        auto &req = p.get();
+    awaitable<bool> serve_base(request_parser& p) {
+        auto& req = p.get();
         auto path = req.target().substr(0, req.target().find('?'));
         if (path == "/health" &&
             (req.method() == http::verb::get || req.method() == http::verb::head))
@@ -149,8 +153,8 @@ class session {
         co_return co_await reply_error(p, 404, "no route for this path on the proxy's base host");
     }
 
-    awaitable<bool> serve_preview(request_parser &p, const routing::host_target &t) {
-        auto &req = p.get();
+    awaitable<bool> serve_preview(request_parser& p, const routing::host_target& t) {
+        auto& req = p.get();
         if (ctx_.cfg->toolbox_only_mode && t.port != 2280)
             co_return co_await reply_error(p, 404,
                                            "this proxy serves only the toolbox (port 2280)");
@@ -175,7 +179,7 @@ class session {
             co_return co_await reply_error(
                 p, 401, "authentication required: sandbox " + id + " is private");
 
-        auto &route = *found.route;
+        auto& route = *found.route;
         std::string upstream_target;
         upstream_target.reserve(route.base_path.size() + id.size() + 48 + req.target().size());
         upstream_target.append(route.base_path)
@@ -188,16 +192,17 @@ class session {
     }
 
     // Opens (or reuses) a connection to the runner into `out`. Sets `reused` for a pooled one.
-    awaitable<error_code> connect(const routing::runner_route &r,
-                                  std::optional<beast::tcp_stream> &out, bool &reused) {
+    awaitable<error_code> connect(const routing::runner_route& r,
+                                  std::optional<beast::tcp_stream>& out, bool replayable,
+                                  bool& reused) {
         out.reset();
-        if (auto pooled = ctx_.upstream_pool.take(r.host_port)) {
+        if (auto pooled = ctx_.upstream_pool.take(r.host_port, !replayable)) {
             reused = true;
             out.emplace(std::move(*pooled));
             co_return error_code{};
         }
         reused = false;
-        auto &s = out.emplace(client_.get_executor());
+        auto& s = out.emplace(client_.get_executor());
         s.expires_after(std::chrono::seconds(ctx_.cfg->upstream_connect_timeout_sec));
         error_code ec;
         auto addr = boost::asio::ip::make_address(
@@ -222,9 +227,9 @@ class session {
         co_return error_code{};
     }
 
-    awaitable<bool> forward(request_parser &p, const routing::runner_route &route,
+    awaitable<bool> forward(request_parser& p, const routing::runner_route& route,
                             std::string upstream_target) {
-        auto &req = p.get();
+        auto& req = p.get();
         if (route.scheme != "http")
             co_return co_await reply_error(p, 502,
                                            "runner at " + route.host_port +
@@ -245,7 +250,12 @@ class session {
         req.version(11);
         req.keep_alive(true);
 
-        auto scratch = std::make_unique<std::array<char, relay_buffer_size>>();
+        struct buffer_lease {
+            worker_context& ctx;
+            std::unique_ptr<char[]> buf = ctx.take_buffer();
+            ~buffer_lease() { ctx.give_back(std::move(buf)); }
+        } lease{ctx_};
+        char* scratch = lease.buf.get();
         const bool bodyless = p.is_done();
         std::optional<beast::tcp_stream> upstream;
         beast::flat_buffer upstream_buf;
@@ -253,10 +263,10 @@ class session {
         bool sent_continue = false;
 
         // A pooled connection can turn out dead only on use; a bodyless request is retried once
-        // on a fresh connection then. With a body, the peek in tcp_pool::take is the guard.
+        // on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
         for (int attempt = 0;; ++attempt) {
             bool reused = false;
-            if (auto ec = co_await connect(route, upstream, reused)) {
+            if (auto ec = co_await connect(route, upstream, bodyless && attempt == 0, reused)) {
                 if (ec == beast::error::timeout)
                     co_return co_await reply_error(
                         p, 504,
@@ -281,7 +291,7 @@ class session {
 
             http::serializer<true, http::buffer_body> req_sr{req};
             auto sent =
-                co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch->data());
+                co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
             if (sent == relay_failure::read)
                 co_return false; // the client went away or stalled mid-body: nothing to answer
             if (sent == relay_failure::write && reused && bodyless && attempt == 0)
@@ -325,7 +335,7 @@ class session {
                 false, original_target, method_name);
         }
 
-        auto &res = rp->get();
+        auto& res = rp->get();
         const bool upstream_keep = res.keep_alive();
         const unsigned status = res.result_int();
         rewrite_response(res.base());
@@ -346,7 +356,7 @@ class session {
 
         http::serializer<false, http::buffer_body> res_sr{res};
         auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
-                                  scratch->data());
+                                  scratch);
         if (got != relay_failure::none) {
             if (got == relay_failure::read)
                 spdlog::debug("runner {} broke off a response body", route.host_port);
@@ -354,14 +364,14 @@ class session {
         }
         if (upstream_keep && rp->is_done() && p.is_done() && upstream_buf.size() == 0)
             ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
-        co_return client_keep &&p.is_done();
+        co_return client_keep&& p.is_done();
     }
 
     // Answers a request that was not forwarded. The connection stays open only when the whole
     // request has been read (no unread body would be taken for the next request).
-    awaitable<bool> reply(request_parser &p, unsigned status, std::string body,
+    awaitable<bool> reply(request_parser& p, unsigned status, std::string body,
                           std::string_view retry_after = {}) {
-        auto &req = p.get();
+        auto& req = p.get();
         bool keep = req.keep_alive() && p.is_done();
         http::response<http::string_body> res{static_cast<http::status>(status), 11};
         res.set(http::field::content_type, "application/json");
@@ -378,10 +388,10 @@ class session {
         co_return keep && !ec;
     }
 
-    awaitable<bool> reply_error(request_parser &p, unsigned status, std::string message,
+    awaitable<bool> reply_error(request_parser& p, unsigned status, std::string message,
                                 std::optional<bool> keep_override = std::nullopt,
                                 std::string_view target = {}, std::string_view method = {}) {
-        auto &req = p.get();
+        auto& req = p.get();
         if (target.empty())
             target = req.target();
         if (method.empty())
@@ -390,11 +400,11 @@ class session {
             spdlog::warn("{} {}: {}", status, method, message);
         auto body = error_body(status, message, target, method);
         bool keep = co_await reply(p, status, std::move(body));
-        co_return keep &&keep_override.value_or(true);
+        co_return keep&& keep_override.value_or(true);
     }
 
-    awaitable<bool> reply_unavailable(request_parser &p, const std::string &detail) {
-        auto &req = p.get();
+    awaitable<bool> reply_unavailable(request_parser& p, const std::string& detail) {
+        auto& req = p.get();
         auto body = error_body(503, "sandbox route unavailable: " + detail, req.target(),
                                req.method_string());
         spdlog::warn("503 {}: {}", req.method_string(), detail);
@@ -414,14 +424,14 @@ class session {
     }
 
     beast::tcp_stream client_;
-    worker_context &ctx_;
+    worker_context& ctx_;
     beast::flat_buffer buf_;
     std::string client_ip_;
 };
 
 } // namespace
 
-awaitable<void> serve_h1(tcp::socket socket, worker_context &ctx) {
+awaitable<void> serve_h1(tcp::socket socket, worker_context& ctx) {
     session s(std::move(socket), ctx);
     co_await s.run();
 }

@@ -10,6 +10,6 @@
 namespace edge::proxy {
 
 // Serves the connection until it closes. Never throws.
-awaitable<void> serve_h1(boost::asio::ip::tcp::socket socket, worker_context &ctx);
+awaitable<void> serve_h1(boost::asio::ip::tcp::socket socket, worker_context& ctx);
 
 } // namespace edge::proxy

@@ -18,7 +18,7 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
-template <class F> void for_each_token(std::string_view list, F &&f) {
+template <class F> void for_each_token(std::string_view list, F&& f) {
     while (!list.empty()) {
         auto comma = list.find(',');
         auto token = trim(list.substr(0, comma));
@@ -31,19 +31,19 @@ template <class F> void for_each_token(std::string_view list, F &&f) {
 }
 } // namespace
 
-void strip_hop_by_hop(http::fields &f, bool is_request) {
+void strip_hop_by_hop(http::fields& f, bool is_request) {
     std::vector<std::string> listed;
     // Beast keeps fields in arrival order; duplicates need not be adjacent, so scan them all.
-    for (auto &fld : f)
+    for (auto& fld : f)
         if (fld.name() == http::field::connection)
             for_each_token(fld.value(), [&](std::string_view t) { listed.emplace_back(t); });
-    for (auto &name : listed)
+    for (auto& name : listed)
         if (!iequals(name, "close") && !iequals(name, "keep-alive"))
             f.erase(name);
 
     bool te_trailers = false;
     if (is_request)
-        for (auto &fld : f)
+        for (auto& fld : f)
             if (fld.name() == http::field::te)
                 for_each_token(fld.value(), [&](std::string_view t) {
                     te_trailers |= iequals(trim(t.substr(0, t.find(';'))), "trailers");
@@ -61,13 +61,13 @@ void strip_hop_by_hop(http::fields &f, bool is_request) {
         f.set(http::field::te, "trailers");
 }
 
-void rewrite_request(http::fields &f, const forward_context &c) {
+void rewrite_request(http::fields& f, const forward_context& c) {
     strip_hop_by_hop(f, true);
     f.erase("X-Daytona-Preview-Token");
     f.erase("X-Daytona-Disable-CORS");
 
     std::string xff;
-    for (auto &fld : f) {
+    for (auto& fld : f) {
         if (!iequals(fld.name_string(), "X-Forwarded-For"))
             continue;
         if (!xff.empty())
@@ -88,7 +88,7 @@ void rewrite_request(http::fields &f, const forward_context &c) {
     f.set("X-Daytona-Authorization", bearer);
 }
 
-void rewrite_response(http::fields &f) {
+void rewrite_response(http::fields& f) {
     strip_hop_by_hop(f, false);
 }
 

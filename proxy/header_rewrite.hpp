@@ -17,13 +17,13 @@ struct forward_context {
 
 // Removes hop-by-hop fields: those Connection lists, Connection, Keep-Alive, Proxy-*, Trailer,
 // Upgrade, and TE (a request keeps `TE: trailers` when the client asked for it).
-void strip_hop_by_hop(boost::beast::http::fields &f, bool is_request);
+void strip_hop_by_hop(boost::beast::http::fields& f, bool is_request);
 
 // Client request → runner request: hop-by-hop removed, Daytona's private headers removed, the
 // runner's credential SET (a client-sent X-Daytona-Authorization never passes), X-Forwarded-*.
-void rewrite_request(boost::beast::http::fields &f, const forward_context &c);
+void rewrite_request(boost::beast::http::fields& f, const forward_context& c);
 
 // Runner response → client response: hop-by-hop removed, everything else kept (duplicates too).
-void rewrite_response(boost::beast::http::fields &f);
+void rewrite_response(boost::beast::http::fields& f);
 
 } // namespace edge::proxy

@@ -13,7 +13,7 @@ namespace edge::proxy {
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
-tcp::acceptor open_acceptor(asio::any_io_executor ex, const tcp::endpoint &ep) {
+tcp::acceptor open_acceptor(asio::any_io_executor ex, const tcp::endpoint& ep) {
     tcp::acceptor a(ex);
     a.open(ep.protocol());
     a.set_option(tcp::acceptor::reuse_address(true));
@@ -23,7 +23,7 @@ tcp::acceptor open_acceptor(asio::any_io_executor ex, const tcp::endpoint &ep) {
     return a;
 }
 
-awaitable<void> accept_loop(tcp::acceptor &acceptor, worker_context &ctx) {
+awaitable<void> accept_loop(tcp::acceptor& acceptor, worker_context& ctx) {
     for (;;) {
         auto [ec, socket] = co_await acceptor.async_accept(use_nothrow);
         if (ec == asio::error::operation_aborted || !acceptor.is_open())

@@ -10,9 +10,9 @@ namespace edge::proxy {
 
 // Opens, binds and listens; throws on failure (startup only).
 boost::asio::ip::tcp::acceptor open_acceptor(boost::asio::any_io_executor ex,
-                                             const boost::asio::ip::tcp::endpoint &ep);
+                                             const boost::asio::ip::tcp::endpoint& ep);
 
 // Accepts until the acceptor is closed, each connection served by its own coroutine.
-awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor &acceptor, worker_context &ctx);
+awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, worker_context& ctx);
 
 } // namespace edge::proxy

@@ -9,16 +9,33 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <memory>
+#include <vector>
 
 namespace edge::proxy {
 
 struct worker_context {
     worker_context(boost::asio::any_io_executor ex, std::shared_ptr<const conf::config> c,
-                   routing::route_source &r)
+                   routing::route_source& r)
         : cfg(std::move(c)), routes(r), upstream_pool(tcp_pool::options{}), resolver(ex) {}
 
+    // Relay buffers, reused across exchanges: a fresh 64 KiB allocation per request costs more
+    // than the rest of a small request's bookkeeping.
+    static constexpr std::size_t relay_buffer_size = 64 * 1024;
+    std::unique_ptr<char[]> take_buffer() {
+        if (spare_buffers.empty())
+            return std::make_unique_for_overwrite<char[]>(relay_buffer_size);
+        auto b = std::move(spare_buffers.back());
+        spare_buffers.pop_back();
+        return b;
+    }
+    void give_back(std::unique_ptr<char[]> b) {
+        if (spare_buffers.size() < 256)
+            spare_buffers.push_back(std::move(b));
+    }
+
     std::shared_ptr<const conf::config> cfg;
-    routing::route_source &routes;
+    routing::route_source& routes;
+    std::vector<std::unique_ptr<char[]>> spare_buffers;
     tcp_pool upstream_pool;
     boost::asio::ip::tcp::resolver resolver;
 };

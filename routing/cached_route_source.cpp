@@ -4,7 +4,7 @@
 
 namespace edge::routing {
 
-std::shared_ptr<const runner_route> make_route(const std::string &proxy_url, std::string api_key) {
+std::shared_ptr<const runner_route> make_route(const std::string& proxy_url, std::string api_key) {
     conf::url_parts u;
     if (!conf::parse_url(proxy_url, u))
         return nullptr;
@@ -19,11 +19,11 @@ std::shared_ptr<const runner_route> make_route(const std::string &proxy_url, std
 }
 
 template <class T>
-void cached_route_source::store(table<T> &t, std::string_view key, T value,
+void cached_route_source::store(table<T>& t, std::string_view key, T value,
                                 std::chrono::seconds ttl) {
     auto now = opts_.now();
     if (t.size() >= opts_.max_entries) {
-        std::erase_if(t, [&](const auto &kv) { return kv.second.expires <= now; });
+        std::erase_if(t, [&](const auto& kv) { return kv.second.expires <= now; });
         if (t.size() >= opts_.max_entries)
             t.erase(t.begin());
     }

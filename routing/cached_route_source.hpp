@@ -22,7 +22,7 @@ class cached_route_source final : public route_source {
         std::function<clock::time_point()> now = [] { return clock::now(); };
     };
 
-    cached_route_source(route_source &next, options opts) : next_(next), opts_(std::move(opts)) {}
+    cached_route_source(route_source& next, options opts) : next_(next), opts_(std::move(opts)) {}
 
     awaitable<runner_lookup> runner_for(std::string_view sandbox_id) override;
     awaitable<public_lookup> is_public(std::string_view id_or_token) override;
@@ -45,9 +45,9 @@ class cached_route_source final : public route_source {
     using table = std::unordered_map<std::string, entry<T>, key_hash, std::equal_to<>>;
 
     template <class T>
-    void store(table<T> &t, std::string_view key, T value, std::chrono::seconds ttl);
+    void store(table<T>& t, std::string_view key, T value, std::chrono::seconds ttl);
 
-    route_source &next_;
+    route_source& next_;
     options opts_;
     table<runner_lookup> runners_;
     table<public_lookup> publics_;

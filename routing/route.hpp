@@ -49,6 +49,6 @@ class route_source {
 };
 
 // Builds a route from a runner's proxyUrl and key; nullptr when the URL is not usable.
-std::shared_ptr<const runner_route> make_route(const std::string &proxy_url, std::string api_key);
+std::shared_ptr<const runner_route> make_route(const std::string& proxy_url, std::string api_key);
 
 } // namespace edge::routing

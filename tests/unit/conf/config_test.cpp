@@ -16,14 +16,14 @@ key_values valid_env() {
     return {{"PROXY_API_KEY", secret}, {"DAYTONA_API_URL", "http://127.0.0.1:3001/api"}};
 }
 
-bool mentions(const std::vector<std::string> &problems, const std::string &text) {
-    for (auto &p : problems)
+bool mentions(const std::vector<std::string>& problems, const std::string& text) {
+    for (auto& p : problems)
         if (p.find(text) != std::string::npos)
             return true;
     return false;
 }
 
-std::string temp_file(const std::string &text) {
+std::string temp_file(const std::string& text) {
     char name[] = "/tmp/edgegate-conf-XXXXXX";
     int fd = mkstemp(name);
     REQUIRE(fd >= 0);

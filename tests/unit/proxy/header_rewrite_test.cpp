@@ -10,9 +10,9 @@ namespace http = boost::beast::http;
 using edge::proxy::forward_context;
 
 namespace {
-std::vector<std::string> values(const http::fields &f, std::string_view name) {
+std::vector<std::string> values(const http::fields& f, std::string_view name) {
     std::vector<std::string> out;
-    for (auto &fld : f)
+    for (auto& fld : f)
         if (boost::beast::iequals(fld.name_string(), name))
             out.emplace_back(fld.value());
     return out;

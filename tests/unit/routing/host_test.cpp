@@ -8,11 +8,11 @@ using edge::routing::parse_toolbox_path;
 
 TEST_CASE("preview hosts follow Daytona's {port}-{id}.{base} rule", "[host]") {
     struct row {
-        const char *host;
+        const char* host;
         host_kind kind;
         unsigned port;
-        const char *id;
-        const char *base;
+        const char* id;
+        const char* base;
     };
     const row rows[] = {
         {"3000-abc.proxy.example.com", host_kind::preview, 3000, "abc", "proxy.example.com"},
@@ -45,7 +45,7 @@ TEST_CASE("preview hosts follow Daytona's {port}-{id}.{base} rule", "[host]") {
         {"3000-a/b.x", host_kind::invalid, 0, "", ""},
         {"3000-a%2F.x", host_kind::invalid, 0, "", ""},
     };
-    for (auto &r : rows) {
+    for (auto& r : rows) {
         CAPTURE(r.host);
         auto t = parse_host(r.host);
         CHECK(t.kind == r.kind);
