@@ -7,15 +7,18 @@
 #include "conf/config.hpp"
 #include "proxy/listener.hpp"
 #include "routing/cached_route_source.hpp"
+#include "routing/route_cache.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 
 namespace {
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
     try {
         edge::runtime rt(cfg->workers);
         tcp::endpoint ep(asio::ip::make_address(cfg->bind_address), cfg->proxy_port);
+        edge::routing::route_cache route_cache(edge::routing::route_cache::options{});
         std::vector<worker> workers(rt.size());
         edge::auth::control_plane_client::options api_opts;
         api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
@@ -113,8 +117,8 @@ int main(int argc, char** argv) {
             w.api = std::make_unique<edge::auth::control_plane_client>(ex, cfg->api, api_opts);
             w.api_routes =
                 std::make_unique<edge::auth::api_route_source>(*w.api, cfg->proxy_api_key);
-            w.routes = std::make_unique<edge::routing::cached_route_source>(
-                *w.api_routes, edge::routing::cached_route_source::options{});
+            w.routes =
+                std::make_unique<edge::routing::cached_route_source>(route_cache, *w.api_routes);
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
@@ -124,18 +128,51 @@ int main(int argc, char** argv) {
                      cfg->api.scheme + "://" + cfg->api.host + ":" + std::to_string(cfg->api.port) +
                          cfg->api.path);
 
+        // SIGTERM/SIGINT: stop accepting, close idle connections, let exchanges in flight finish
+        // (up to SHUTDOWN_TIMEOUT_SEC), then exit 0. A second signal exits at once.
         asio::signal_set signals(rt.worker(0), SIGINT, SIGTERM);
-        signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-            if (ec)
+        asio::steady_timer drain_timer(rt.worker(0));
+        auto deadline = std::chrono::steady_clock::now();
+        bool draining = false;
+        std::function<void()> watch_drain = [&] {
+            std::size_t live = 0;
+            for (auto& w : workers)
+                live += w.ctx->sessions.load();
+            if (live == 0 || std::chrono::steady_clock::now() >= deadline) {
+                if (live > 0)
+                    spdlog::warn("shutdown timeout: closing {} connection(s)", live);
+                rt.stop();
                 return;
-            spdlog::info("signal {}: stopping", sig);
-            for (unsigned i = 0; i < rt.size(); ++i)
-                asio::post(rt.worker(i), [&w = workers[i]] {
-                    boost::system::error_code ignored;
-                    w.acceptor->close(ignored);
-                });
-            rt.stop();
-        });
+            }
+            drain_timer.expires_after(std::chrono::milliseconds(50));
+            drain_timer.async_wait([&](const boost::system::error_code& ec) {
+                if (!ec)
+                    watch_drain();
+            });
+        };
+        std::function<void(const boost::system::error_code&, int)> on_signal =
+            [&](const boost::system::error_code& ec, int sig) {
+                if (ec)
+                    return;
+                if (draining) {
+                    spdlog::info("signal {} again: stopping now", sig);
+                    rt.stop();
+                    return;
+                }
+                draining = true;
+                deadline = std::chrono::steady_clock::now() +
+                           std::chrono::seconds(cfg->shutdown_timeout_sec);
+                spdlog::info("signal {}: draining (up to {} s)", sig, cfg->shutdown_timeout_sec);
+                for (unsigned i = 0; i < rt.size(); ++i)
+                    asio::post(rt.worker(i), [&w = workers[i]] {
+                        boost::system::error_code ignored;
+                        w.acceptor->close(ignored);
+                        w.ctx->begin_drain();
+                    });
+                signals.async_wait(on_signal);
+                watch_drain();
+            };
+        signals.async_wait(on_signal);
         rt.run();
         spdlog::info("stopped");
     } catch (const std::exception& e) {

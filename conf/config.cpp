@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string_view>
@@ -58,6 +59,9 @@ std::optional<std::string> base64_decode(std::string_view in) {
 }
 
 bool readable(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec))
+        return false; // a directory opens fine with ifstream on Linux
     std::ifstream f(path);
     return f.good();
 }

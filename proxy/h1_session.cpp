@@ -69,10 +69,20 @@ awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf
             if (ec)
                 co_return relay_failure::read;
             body.size = relay_buffer_size - body.size;
-            body.data = scratch;
+            // An empty buffer with data set would be written as a zero-size chunk, which ends a
+            // chunked body: no data means a null pointer to the serializer.
+            body.data = body.size == 0 ? nullptr : scratch;
             body.more = !p.is_done();
-            if (body.size == 0 && body.more && sr.is_header_done())
-                continue; // parsed framing only (a chunk header), nothing to send yet
+            if (body.size == 0 && body.more) {
+                // Only framing was parsed (a chunk header): send at most the header, read on.
+                if (!sr.is_header_done()) {
+                    out.expires_after(io_timeout);
+                    if (auto [wec, wn] = co_await http::async_write_header(out, sr, use_nothrow);
+                        wec)
+                        co_return relay_failure::write;
+                }
+                continue;
+            }
         } else {
             body.data = nullptr;
             body.size = 0;
@@ -91,14 +101,22 @@ awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf
 class session {
   public:
     session(tcp::socket s, worker_context& ctx) : client_(std::move(s)), ctx_(ctx) {
+        ++ctx_.sessions;
         error_code ec;
         auto ep = client_.socket().remote_endpoint(ec);
         client_ip_ = ec ? "unknown" : ep.address().to_string();
         client_.socket().set_option(tcp::no_delay(true), ec);
     }
 
+    ~session() {
+        ctx_.idle_streams.erase(&client_);
+        --ctx_.sessions;
+    }
+    session(const session&) = delete;
+    session& operator=(const session&) = delete;
+
     awaitable<void> run() {
-        while (co_await serve_one()) {
+        while (!ctx_.draining && co_await serve_one()) {
         }
         error_code ec;
         client_.socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -110,8 +128,10 @@ class session {
     awaitable<bool> serve_one() {
         if (buf_.size() == 0) {
             client_.expires_after(idle_timeout);
+            ctx_.idle_streams.insert(&client_);
             auto [ec, n] = co_await client_.async_read_some(buf_.prepare(16 * 1024), use_nothrow);
-            if (ec)
+            ctx_.idle_streams.erase(&client_);
+            if (ec || ctx_.draining)
                 co_return false;
             buf_.commit(n);
         }
@@ -290,8 +310,7 @@ class session {
             }
 
             http::serializer<true, http::buffer_body> req_sr{req};
-            auto sent =
-                co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
+            auto sent = co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
             if (sent == relay_failure::read)
                 co_return false; // the client went away or stalled mid-body: nothing to answer
             if (sent == relay_failure::write && reused && bodyless && attempt == 0)
@@ -352,11 +371,12 @@ class session {
             client_keep = false;
         }
         res.version(11);
+        client_keep = client_keep && !ctx_.draining;
         res.keep_alive(client_keep);
 
         http::serializer<false, http::buffer_body> res_sr{res};
-        auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
-                                  scratch);
+        auto got =
+            co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt, scratch);
         if (got != relay_failure::none) {
             if (got == relay_failure::read)
                 spdlog::debug("runner {} broke off a response body", route.host_port);
@@ -372,7 +392,7 @@ class session {
     awaitable<bool> reply(request_parser& p, unsigned status, std::string body,
                           std::string_view retry_after = {}) {
         auto& req = p.get();
-        bool keep = req.keep_alive() && p.is_done();
+        bool keep = req.keep_alive() && p.is_done() && !ctx_.draining;
         http::response<http::string_body> res{static_cast<http::status>(status), 11};
         res.set(http::field::content_type, "application/json");
         if (!retry_after.empty())

@@ -8,7 +8,9 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 namespace edge::proxy {
@@ -33,9 +35,22 @@ struct worker_context {
             spare_buffers.push_back(std::move(b));
     }
 
+    // Graceful stop: idle keep-alive connections are closed at once, busy ones after their
+    // current exchange (with `Connection: close`). Call on this worker's thread.
+    void begin_drain() {
+        draining = true;
+        for (auto* s : idle_streams)
+            s->cancel();
+    }
+
     std::shared_ptr<const conf::config> cfg;
     routing::route_source& routes;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
+    bool draining = false;
+    // Client streams waiting for their next request: what begin_drain wakes up.
+    std::unordered_set<boost::beast::tcp_stream*> idle_streams;
+    // Live client connections; read by the drain watcher on another thread.
+    std::atomic<std::size_t> sessions{0};
     tcp_pool upstream_pool;
     boost::asio::ip::tcp::resolver resolver;
 };

@@ -41,10 +41,11 @@ template <class T> T run(edge::awaitable<T> a) {
 
 TEST_CASE("routes are cached for their TTL", "[cache]") {
     scripted_source api;
-    auto now = cached_route_source::clock::now();
-    cached_route_source::options o;
+    auto now = route_cache::clock::now();
+    route_cache::options o;
     o.now = [&] { return now; };
-    cached_route_source cache(api, o);
+    route_cache shared(o);
+    cached_route_source cache(shared, api);
 
     CHECK(run(cache.runner_for("a")).status == lookup_status::found);
     CHECK(run(cache.runner_for("a")).route->port == 3000);
@@ -59,10 +60,11 @@ TEST_CASE("routes are cached for their TTL", "[cache]") {
 
 TEST_CASE("unknown sandboxes are remembered briefly, outages not at all", "[cache]") {
     scripted_source api;
-    auto now = cached_route_source::clock::now();
-    cached_route_source::options o;
+    auto now = route_cache::clock::now();
+    route_cache::options o;
     o.now = [&] { return now; };
-    cached_route_source cache(api, o);
+    route_cache shared(o);
+    cached_route_source cache(shared, api);
 
     api.next_runner = lookup_status::not_found;
     CHECK(run(cache.runner_for("gone")).status == lookup_status::not_found);
@@ -77,15 +79,16 @@ TEST_CASE("unknown sandboxes are remembered briefly, outages not at all", "[cach
 
 TEST_CASE("public status lives an hour and forget drops it", "[cache]") {
     scripted_source api;
-    auto now = cached_route_source::clock::now();
-    cached_route_source::options o;
+    auto now = route_cache::clock::now();
+    route_cache::options o;
     o.now = [&] { return now; };
-    cached_route_source cache(api, o);
+    route_cache shared(o);
+    cached_route_source cache(shared, api);
     CHECK(run(cache.is_public("a")).is_public);
     now += 3599s;
     CHECK(run(cache.is_public("a")).is_public);
     CHECK(api.public_calls == 1);
-    cache.forget("a");
+    shared.forget("a");
     api.next_public = false;
     CHECK_FALSE(run(cache.is_public("a")).is_public);
     CHECK(api.public_calls == 2);
@@ -93,10 +96,21 @@ TEST_CASE("public status lives an hour and forget drops it", "[cache]") {
 
 TEST_CASE("the cache is bounded", "[cache]") {
     scripted_source api;
-    cached_route_source::options o;
+    route_cache::options o;
     o.max_entries = 10;
-    cached_route_source cache(api, o);
+    route_cache shared(o);
+    cached_route_source cache(shared, api);
     for (int i = 0; i < 100; ++i)
         run(cache.runner_for("s" + std::to_string(i)));
-    CHECK(cache.size() <= 10);
+    CHECK(shared.size() == 10);
+}
+
+TEST_CASE("workers share one cache", "[cache]") {
+    scripted_source api_of_worker_1, api_of_worker_2;
+    route_cache shared(route_cache::options{});
+    cached_route_source w1(shared, api_of_worker_1), w2(shared, api_of_worker_2);
+    run(w1.runner_for("a"));
+    CHECK(run(w2.runner_for("a")).status == lookup_status::found);
+    CHECK(api_of_worker_1.runner_calls == 1);
+    CHECK(api_of_worker_2.runner_calls == 0);
 }
