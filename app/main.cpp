@@ -7,7 +7,9 @@
 #include "conf/config.hpp"
 #include "proxy/listener.hpp"
 #include "routing/cached_route_source.hpp"
-#include "routing/route_cache.hpp"
+#include "routing/redis/redis_client.hpp"
+#include "routing/redis_route_source.hpp"
+#include "routing/redis_tracking.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -53,6 +55,8 @@ Settings (environment, Daytona's names; see docs/configuration.md):
 struct worker {
     std::unique_ptr<edge::auth::control_plane_client> api;
     std::unique_ptr<edge::auth::api_route_source> api_routes;
+    std::unique_ptr<edge::routing::redis::client> redis;
+    std::unique_ptr<edge::routing::redis_route_source> redis_routes;
     std::unique_ptr<edge::routing::cached_route_source> routes;
     std::unique_ptr<edge::proxy::worker_context> ctx;
     std::unique_ptr<tcp::acceptor> acceptor;
@@ -107,7 +111,22 @@ int main(int argc, char** argv) {
     try {
         edge::runtime rt(cfg->workers);
         tcp::endpoint ep(asio::ip::make_address(cfg->bind_address), cfg->proxy_port);
-        edge::routing::route_cache route_cache(edge::routing::route_cache::options{});
+        edge::routing::route_cache::options cache_opts;
+        cache_opts.stale_max = std::chrono::seconds(cfg->route_stale_max_sec);
+        cache_opts.max_entries = cfg->route_cache_max_entries;
+        cache_opts.max_bytes = cfg->route_cache_max_mb * 1024 * 1024;
+        edge::routing::shared_routes shared_routes(cache_opts);
+        edge::routing::cached_route_source::options route_opts;
+        route_opts.lookup_timeout = std::chrono::milliseconds(cfg->route_lookup_timeout_ms);
+
+        edge::routing::redis::options redis_opts;
+        redis_opts.host = cfg->redis_host;
+        redis_opts.port = cfg->redis_port;
+        redis_opts.username = cfg->redis_username;
+        redis_opts.password = cfg->redis_password;
+        redis_opts.command_timeout = std::chrono::milliseconds(cfg->redis_timeout_ms);
+        const bool use_redis = !cfg->redis_host.empty();
+
         std::vector<worker> workers(rt.size());
         edge::auth::control_plane_client::options api_opts;
         api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
@@ -117,11 +136,27 @@ int main(int argc, char** argv) {
             w.api = std::make_unique<edge::auth::control_plane_client>(ex, cfg->api, api_opts);
             w.api_routes =
                 std::make_unique<edge::auth::api_route_source>(*w.api, cfg->proxy_api_key);
-            w.routes =
-                std::make_unique<edge::routing::cached_route_source>(route_cache, *w.api_routes);
+            edge::routing::route_source* behind_cache = w.api_routes.get();
+            if (use_redis) {
+                w.redis = std::make_unique<edge::routing::redis::client>(ex, redis_opts);
+                w.redis_routes = std::make_unique<edge::routing::redis_route_source>(ex, *w.redis,
+                                                                                     *w.api_routes);
+                behind_cache = w.redis_routes.get();
+                w.redis->start();
+            }
+            w.routes = std::make_unique<edge::routing::cached_route_source>(
+                shared_routes, *behind_cache, route_opts);
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
+            w.ctx->redis = w.redis.get();
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
+        }
+        std::unique_ptr<edge::routing::redis_tracking> tracking;
+        if (use_redis) {
+            tracking = std::make_unique<edge::routing::redis_tracking>(
+                rt.worker(0).get_executor(), redis_opts, *workers[0].redis, shared_routes);
+            tracking->start();
+            spdlog::info("redis: routes shared through {}:{}", cfg->redis_host, cfg->redis_port);
         }
         spdlog::info("edgegate {} listening on {}:{} ({} workers), control plane {}", EDGE_VERSION,
                      cfg->bind_address, cfg->proxy_port, rt.size(),

@@ -30,7 +30,7 @@ routing::runner_lookup parse_runner(const std::string& body) {
     auto url = string_field(o, "proxyUrl");
     if (url.empty())
         url = string_field(o, "apiUrl");
-    auto route = routing::make_route(url, string_field(o, "apiKey"));
+    auto route = routing::make_route(url, string_field(o, "apiKey"), string_field(o, "domain"));
     if (!route)
         return {lookup_status::unavailable, nullptr,
                 "runners/by-sandbox: the runner has no usable proxyUrl or apiUrl"};
@@ -38,6 +38,7 @@ routing::runner_lookup parse_runner(const std::string& body) {
 }
 
 awaitable<routing::runner_lookup> api_route_source::runner_for(std::string_view sandbox_id) {
+    routing::stats().api_lookups.fetch_add(1, std::memory_order_relaxed);
     auto r = co_await api_.get("/runners/by-sandbox/" + std::string(sandbox_id), key_,
                                "runners/by-sandbox");
     if (!r)
@@ -52,6 +53,7 @@ awaitable<routing::runner_lookup> api_route_source::runner_for(std::string_view 
 }
 
 awaitable<routing::public_lookup> api_route_source::is_public(std::string_view id_or_token) {
+    routing::stats().api_lookups.fetch_add(1, std::memory_order_relaxed);
     auto r = co_await api_.get("/preview/" + std::string(id_or_token) + "/public", key_,
                                "preview/public");
     if (!r)

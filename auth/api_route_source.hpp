@@ -13,6 +13,11 @@ class api_route_source final : public routing::route_source {
 
     awaitable<routing::runner_lookup> runner_for(std::string_view sandbox_id) override;
     awaitable<routing::public_lookup> is_public(std::string_view id_or_token) override;
+    // The same call as runner_for: RunnerFull carries both proxyUrl and domain.
+    awaitable<routing::runner_lookup> ssh_runner_for(std::string_view sandbox_id) override {
+        return runner_for(sandbox_id);
+    }
+    void invalidate(std::string_view) override {} // nothing kept here
 
   private:
     control_plane_client& api_;

@@ -174,7 +174,12 @@ const std::vector<std::string>& known_keys() {
                                                   "EDGEGATE_WORKERS",
                                                   "UPSTREAM_CONNECT_TIMEOUT_SEC",
                                                   "UPSTREAM_RESPONSE_TIMEOUT_SEC",
-                                                  "LOG_LEVEL"};
+                                                  "LOG_LEVEL",
+                                                  "REDIS_TIMEOUT_MS",
+                                                  "ROUTE_LOOKUP_TIMEOUT_MS",
+                                                  "ROUTE_STALE_MAX_SEC",
+                                                  "ROUTE_CACHE_MAX_ENTRIES",
+                                                  "ROUTE_CACHE_MAX_MB"};
     return keys;
 }
 
@@ -264,6 +269,16 @@ load_result load(const key_values& env, const key_values& file) {
               "false: edgegate speaks plain RESP to Redis; run Redis inside the private network, "
               "or put a TLS tunnel (stunnel, spiped) beside edgegate and point REDIS_HOST at it");
 
+    l.number("REDIS_TIMEOUT_MS", c.redis_timeout_ms, 10, 60000,
+             "a number of milliseconds from 10 to 60000");
+    l.number("ROUTE_LOOKUP_TIMEOUT_MS", c.route_lookup_timeout_ms, 50, 600000,
+             "a number of milliseconds from 50 to 600000");
+    l.number("ROUTE_STALE_MAX_SEC", c.route_stale_max_sec, 0, 86400,
+             "a number of seconds from 0 to 86400");
+    l.number("ROUTE_CACHE_MAX_ENTRIES", c.route_cache_max_entries, 100, 100000000,
+             "a number of entries from 100 to 100000000");
+    l.number("ROUTE_CACHE_MAX_MB", c.route_cache_max_mb, 1, 1048576,
+             "a number of MiB from 1 to 1048576");
     l.number("UPSTREAM_CONNECT_TIMEOUT_SEC", c.upstream_connect_timeout_sec, 1, 600,
              "a number of seconds from 1 to 600");
     l.number("UPSTREAM_RESPONSE_TIMEOUT_SEC", c.upstream_response_timeout_sec, 1, 86400,

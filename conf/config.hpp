@@ -1,6 +1,7 @@
 #pragma once
 // The configuration model: a plain struct filled from the environment (Daytona's variable names)
 // over an optional config file. Immutable once loaded; shared as std::shared_ptr<const config>.
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -49,6 +50,13 @@ struct config {
     std::string redis_username;
     std::string redis_password;
     bool redis_tls = false;
+    unsigned redis_timeout_ms = 500; // per command; a slower Redis is skipped for the API
+
+    // Route cache (L1, in process)
+    unsigned route_lookup_timeout_ms = 2000; // past it a request for an unknown route gets 503
+    unsigned route_stale_max_sec = 300;      // how long past its TTL a route may serve in an outage
+    std::size_t route_cache_max_entries = 1000000;
+    std::size_t route_cache_max_mb = 256;
 
     // Upstream (runners)
     unsigned upstream_connect_timeout_sec = 5;

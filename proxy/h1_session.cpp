@@ -3,11 +3,13 @@
 #include "proxy/error_response.hpp"
 #include "proxy/header_rewrite.hpp"
 #include "routing/host.hpp"
+#include "routing/redis/redis_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/json.hpp>
 #include <boost/system/result.hpp>
 #include <spdlog/spdlog.h>
 
@@ -161,12 +163,32 @@ class session {
         co_return co_await serve_preview(p, target);
     }
 
+    // Daytona's {"status":"ok","version":...}, plus the state of Redis when one is configured:
+    // edgegate serves without Redis (from the API), so it is a detail, not a failure.
+    std::string health_body() const {
+        boost::json::object o;
+        o["status"] = "ok";
+        o["version"] = EDGE_VERSION;
+        if (ctx_.redis) {
+            boost::json::object r;
+            auto state = ctx_.redis->current_state();
+            r["state"] = state == routing::redis::state::connected    ? "connected"
+                         : state == routing::redis::state::connecting ? "connecting"
+                                                                      : "disconnected";
+            auto error = ctx_.redis->last_error();
+            if (!error.empty() && state != routing::redis::state::connected)
+                r["error"] = error;
+            o["redis"] = std::move(r);
+        }
+        return boost::json::serialize(o);
+    }
+
     awaitable<bool> serve_base(request_parser& p) {
         auto& req = p.get();
         auto path = req.target().substr(0, req.target().find('?'));
         if (path == "/health" &&
             (req.method() == http::verb::get || req.method() == http::verb::head))
-            co_return co_await reply(p, 200, R"({"status":"ok","version":")" EDGE_VERSION R"("})");
+            co_return co_await reply(p, 200, health_body());
         if (auto tb = routing::parse_toolbox_path(req.target()); tb && routing::valid_id(tb->id))
             co_return co_await reply_error(
                 p, 401, "authentication required: toolbox requests need an API key or token");
@@ -199,16 +221,9 @@ class session {
             co_return co_await reply_error(
                 p, 401, "authentication required: sandbox " + id + " is private");
 
-        auto& route = *found.route;
-        std::string upstream_target;
-        upstream_target.reserve(route.base_path.size() + id.size() + 48 + req.target().size());
-        upstream_target.append(route.base_path)
-            .append("/sandboxes/")
-            .append(id)
-            .append("/toolbox/proxy/")
-            .append(std::to_string(t.port))
-            .append(req.target());
-        co_return co_await forward(p, route, std::move(upstream_target));
+        co_return co_await forward(p, found.route, id,
+                                   "/toolbox/proxy/" + std::to_string(t.port) +
+                                       std::string(req.target()));
     }
 
     // Opens (or reuses) a connection to the runner into `out`. Sets `reused` for a pooled one.
@@ -247,13 +262,13 @@ class session {
         co_return error_code{};
     }
 
-    awaitable<bool> forward(request_parser& p, const routing::runner_route& route,
-                            std::string upstream_target) {
+    // Forwards the request to `route`'s runner at {base}/sandboxes/{id}{suffix} and relays the
+    // answer. When the runner says it has no such sandbox (its 404 JSON), the route is
+    // invalidated everywhere and, for a request without a body, resolved again and retried once.
+    awaitable<bool> forward(request_parser& p,
+                            std::shared_ptr<const routing::runner_route> route_ptr,
+                            const std::string& id, const std::string& suffix) {
         auto& req = p.get();
-        if (route.scheme != "http")
-            co_return co_await reply_error(p, 502,
-                                           "runner at " + route.host_port +
-                                               " uses https, which this build cannot reach yet");
         const std::string original_target(req.target());
         const std::string original_host(req[http::field::host]);
         const auto method = req.method();
@@ -262,10 +277,9 @@ class session {
         bool client_keep = req.keep_alive();
         const bool expect_continue = beast::iequals(req[http::field::expect], "100-continue");
 
-        req.target(upstream_target);
         rewrite_request(req.base(), forward_context{original_host, client_ip_,
                                                     ctx_.cfg->enable_tls ? "https" : "http",
-                                                    route.host_port, route.api_key});
+                                                    route_ptr->host_port, route_ptr->api_key});
         req.erase(http::field::expect);
         req.version(11);
         req.keep_alive(true);
@@ -282,109 +296,209 @@ class session {
         std::optional<response_parser> rp;
         bool sent_continue = false;
 
-        // A pooled connection can turn out dead only on use; a bodyless request is retried once
-        // on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
-        for (int attempt = 0;; ++attempt) {
-            bool reused = false;
-            if (auto ec = co_await connect(route, upstream, bodyless && attempt == 0, reused)) {
-                if (ec == beast::error::timeout)
+        for (int reroute = 0;; ++reroute) {
+            const auto& route = *route_ptr;
+            if (route.scheme != "http")
+                co_return co_await reply_error(p, 502,
+                                               "runner at " + route.host_port +
+                                                   " uses https, which this build cannot reach yet",
+                                               client_keep && bodyless, original_target,
+                                               method_name);
+            std::string upstream_target;
+            upstream_target.reserve(route.base_path.size() + id.size() + 11 + suffix.size());
+            upstream_target.append(route.base_path).append("/sandboxes/").append(id).append(suffix);
+            req.target(upstream_target);
+            if (reroute > 0) {
+                req.set(http::field::host, route.host_port);
+                req.set("X-Daytona-Authorization", "Bearer " + route.api_key);
+            }
+
+            // A pooled connection can turn out dead only on use; a bodyless request is retried once
+            // on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
+            for (int attempt = 0;; ++attempt) {
+                bool reused = false;
+                if (auto ec = co_await connect(route, upstream, bodyless && attempt == 0, reused)) {
+                    if (ec == beast::error::timeout)
+                        co_return co_await reply_error(
+                            p, 504,
+                            "runner at " + route.host_port +
+                                " did not accept a connection within " +
+                                std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s",
+                            client_keep && bodyless, original_target, method_name);
                     co_return co_await reply_error(
-                        p, 504,
-                        "runner at " + route.host_port + " did not accept a connection within " +
-                            std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s",
+                        p, 502, "runner at " + route.host_port + " is unreachable: " + ec.message(),
                         client_keep && bodyless, original_target, method_name);
-                co_return co_await reply_error(
-                    p, 502, "runner at " + route.host_port + " is unreachable: " + ec.message(),
-                    client_keep && bodyless, original_target, method_name);
-            }
-            upstream_buf.clear();
+                }
+                upstream_buf.clear();
 
-            if (expect_continue && !p.is_done() && !sent_continue) {
-                sent_continue = true;
-                static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
-                client_.expires_after(io_timeout);
-                auto [ec, n] = co_await boost::asio::async_write(
-                    client_, boost::asio::buffer(cont.data(), cont.size()), use_nothrow);
-                if (ec)
-                    co_return false;
-            }
+                if (expect_continue && !p.is_done() && !sent_continue) {
+                    sent_continue = true;
+                    static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
+                    client_.expires_after(io_timeout);
+                    auto [ec, n] = co_await boost::asio::async_write(
+                        client_, boost::asio::buffer(cont.data(), cont.size()), use_nothrow);
+                    if (ec)
+                        co_return false;
+                }
 
-            http::serializer<true, http::buffer_body> req_sr{req};
-            auto sent = co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
-            if (sent == relay_failure::read)
-                co_return false; // the client went away or stalled mid-body: nothing to answer
-            if (sent == relay_failure::write && reused && bodyless && attempt == 0)
-                continue;
-            if (sent == relay_failure::write) {
-                // The runner may have answered early (e.g. 413) and closed; try to read it.
-                client_keep = false;
-            }
+                http::serializer<true, http::buffer_body> req_sr{req};
+                auto sent =
+                    co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
+                if (sent == relay_failure::read)
+                    co_return false; // the client went away or stalled mid-body: nothing to answer
+                if (sent == relay_failure::write && reused && bodyless && attempt == 0)
+                    continue;
+                if (sent == relay_failure::write) {
+                    // The runner may have answered early (e.g. 413) and closed; try to read it.
+                    client_keep = false;
+                }
 
-            rp.emplace();
-            rp->body_limit(boost::none);
-            if (method == http::verb::head)
-                rp->skip(true);
-            upstream->expires_after(std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
-            auto [ec, n] =
-                co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
-            // Interim answers (100 Continue and friends) are ours to give, not the runner's.
-            while (!ec && rp->get().result_int() >= 100 && rp->get().result_int() < 200 &&
-                   rp->get().result_int() != 101) {
                 rp.emplace();
                 rp->body_limit(boost::none);
                 if (method == http::verb::head)
                     rp->skip(true);
-                std::tie(ec, n) =
+                upstream->expires_after(
+                    std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
+                auto [ec, n] =
                     co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
-            }
-            if (!ec)
-                break;
-            if (ec == beast::error::timeout)
+                // Interim answers (100 Continue and friends) are ours to give, not the runner's.
+                while (!ec && rp->get().result_int() >= 100 && rp->get().result_int() < 200 &&
+                       rp->get().result_int() != 101) {
+                    rp.emplace();
+                    rp->body_limit(boost::none);
+                    if (method == http::verb::head)
+                        rp->skip(true);
+                    std::tie(ec, n) =
+                        co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
+                }
+                if (!ec)
+                    break;
+                if (ec == beast::error::timeout)
+                    co_return co_await reply_error(
+                        p, 504,
+                        "runner at " + route.host_port + " did not answer within " +
+                            std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s",
+                        false, original_target, method_name);
+                if (reused && bodyless && attempt == 0 && upstream_buf.size() == 0)
+                    continue;
                 co_return co_await reply_error(
-                    p, 504,
-                    "runner at " + route.host_port + " did not answer within " +
-                        std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s",
+                    p, 502,
+                    "runner at " + route.host_port +
+                        " closed the connection without an answer: " + ec.message(),
                     false, original_target, method_name);
-            if (reused && bodyless && attempt == 0 && upstream_buf.size() == 0)
-                continue;
-            co_return co_await reply_error(
-                p, 502,
-                "runner at " + route.host_port +
-                    " closed the connection without an answer: " + ec.message(),
-                false, original_target, method_name);
-        }
+            }
 
-        auto& res = rp->get();
-        const bool upstream_keep = res.keep_alive();
+            auto& res = rp->get();
+            const bool upstream_keep = res.keep_alive();
+            const unsigned status = res.result_int();
+
+            if (status == 404 && reroute == 0 && !rp->is_done() && small_json(res)) {
+                std::string small;
+                if (!co_await read_small_body(*upstream, upstream_buf, *rp, scratch, small))
+                    co_return false;
+                if (upstream_keep && upstream_buf.size() == 0)
+                    ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
+                if (runner_lacks_sandbox(small)) {
+                    spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
+                                 id);
+                    ctx_.routes.invalidate(id);
+                    if (bodyless) {
+                        auto again = co_await ctx_.routes.runner_for(id);
+                        if (again.status == routing::lookup_status::found) {
+                            route_ptr = again.route;
+                            continue;
+                        }
+                        if (again.status == routing::lookup_status::not_found)
+                            co_return co_await reply_error(p, 404, "sandbox " + id + " not found",
+                                                           client_keep, original_target,
+                                                           method_name);
+                    }
+                }
+                finish_response_header(res, client_version, method, client_keep);
+                http::response<http::string_body> out{std::move(res.base()), std::move(small)};
+                client_.expires_after(io_timeout);
+                auto [wec, wn] = co_await http::async_write(client_, out, use_nothrow);
+                co_return !wec && client_keep && p.is_done();
+            }
+
+            finish_response_header(res, client_version, method, client_keep);
+
+            http::serializer<false, http::buffer_body> res_sr{res};
+            auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
+                                      scratch);
+            if (got != relay_failure::none) {
+                if (got == relay_failure::read)
+                    spdlog::debug("runner {} broke off a response body", route.host_port);
+                co_return false; // a half-sent response can only end with the connection
+            }
+            if (upstream_keep && rp->is_done() && p.is_done() && upstream_buf.size() == 0)
+                ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
+            co_return client_keep&& p.is_done();
+        }
+    }
+
+    // Response header toward the client: hop-by-hop fields out, framing fit for the client's
+    // HTTP version, Connection as the client (and a drain) allow.
+    void finish_response_header(http::response<http::buffer_body>& res, unsigned client_version,
+                                http::verb method, bool& client_keep) {
         const unsigned status = res.result_int();
-        rewrite_response(res.base());
+        const bool upstream_chunked = res.chunked();
+        rewrite_response(res);
         const bool has_body = method != http::verb::head && status != 204 && status != 304 &&
                               !(status >= 100 && status < 200);
-        if (has_body && !res.has_content_length() && !res.chunked()) {
+        if (has_body && !res.has_content_length() && !upstream_chunked) {
             // The runner ends this body by closing: re-frame it for a keep-alive client.
             if (client_version >= 11)
                 res.chunked(true);
             else
                 client_keep = false;
-        } else if (client_version < 11 && res.chunked()) {
+        } else if (client_version < 11 && upstream_chunked) {
             res.chunked(false);
             client_keep = false;
         }
         res.version(11);
         client_keep = client_keep && !ctx_.draining;
         res.keep_alive(client_keep);
+    }
 
-        http::serializer<false, http::buffer_body> res_sr{res};
-        auto got =
-            co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt, scratch);
-        if (got != relay_failure::none) {
-            if (got == relay_failure::read)
-                spdlog::debug("runner {} broke off a response body", route.host_port);
-            co_return false; // a half-sent response can only end with the connection
+    // A runner's own errors are small JSON documents with a Content-Length.
+    static bool small_json(const http::response<http::buffer_body>& res) {
+        auto length = res.payload_size();
+        return length && *length <= 4096 &&
+               res[http::field::content_type].find("json") != std::string_view::npos;
+    }
+
+    static bool runner_lacks_sandbox(const std::string& body) {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(body, ec);
+        if (ec || !v.is_object())
+            return false;
+        auto& o = v.get_object();
+        auto message = o.if_contains("message");
+        auto code = o.if_contains("statusCode");
+        return message && message->is_string() && code && code->is_number() &&
+               code->to_number<int>() == 404 &&
+               std::string_view(message->get_string()).find("not found") !=
+                   std::string_view::npos &&
+               std::string_view(message->get_string()).find("andbox") != std::string_view::npos;
+    }
+
+    // Reads the rest of a small body (known to be at most 4 KiB) into `out`.
+    static awaitable<bool> read_small_body(beast::tcp_stream& in, beast::flat_buffer& in_buf,
+                                           response_parser& rp, char* scratch, std::string& out) {
+        while (!rp.is_done()) {
+            auto& body = rp.get().body();
+            body.data = scratch;
+            body.size = relay_buffer_size;
+            in.expires_after(io_timeout);
+            auto [ec, n] = co_await http::async_read_some(in, in_buf, rp, use_nothrow);
+            if (ec == http::error::need_buffer)
+                ec = {};
+            if (ec)
+                co_return false;
+            out.append(scratch, relay_buffer_size - body.size);
         }
-        if (upstream_keep && rp->is_done() && p.is_done() && upstream_buf.size() == 0)
-            ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
-        co_return client_keep&& p.is_done();
+        co_return true;
     }
 
     // Answers a request that was not forwarded. The connection stays open only when the whole

@@ -13,6 +13,10 @@
 #include <unordered_set>
 #include <vector>
 
+namespace edge::routing::redis {
+class client;
+}
+
 namespace edge::proxy {
 
 struct worker_context {
@@ -47,6 +51,8 @@ struct worker_context {
     routing::route_source& routes;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
+    // This worker's Redis connection, when REDIS_HOST is set: its state shows in /health.
+    const routing::redis::client* redis = nullptr;
     // Client streams waiting for their next request: what begin_drain wakes up.
     std::unordered_set<boost::beast::tcp_stream*> idle_streams;
     // Live client connections; read by the drain watcher on another thread.

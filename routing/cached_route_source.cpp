@@ -4,7 +4,8 @@
 
 namespace edge::routing {
 
-std::shared_ptr<const runner_route> make_route(const std::string& proxy_url, std::string api_key) {
+std::shared_ptr<const runner_route> make_route(const std::string& proxy_url, std::string api_key,
+                                               std::string domain) {
     conf::url_parts u;
     if (!conf::parse_url(proxy_url, u))
         return nullptr;
@@ -15,25 +16,93 @@ std::shared_ptr<const runner_route> make_route(const std::string& proxy_url, std
     r->base_path = u.path;
     r->api_key = std::move(api_key);
     r->host_port = u.host + ":" + std::to_string(u.port);
+    r->domain = std::move(domain);
     return r;
 }
 
+std::string cached_route_source::ssh_key(std::string_view sandbox_id) {
+    return "ssh:" + std::string(sandbox_id);
+}
+
+awaitable<runner_lookup> cached_route_source::runner_lookup_for(std::string key,
+                                                                std::string sandbox_id, bool ssh) {
+    auto& st = stats();
+    auto cached = shared_.cache.find_runner(key);
+    if (cached && cached->fresh) {
+        st.cache_hits.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
+    st.cache_misses.fetch_add(1, std::memory_order_relaxed);
+    auto deadline = route_cache::clock::now() + opts_.lookup_timeout;
+    // The work is a named object, not a temporary inside the co_await expression: g++ 12
+    // destroys such temporaries twice.
+    std::function<awaitable<runner_lookup>()> work = [this, key, sandbox_id,
+                                                      ssh]() -> awaitable<runner_lookup> {
+        // (No co_await inside ?: either, for the same reason.)
+        runner_lookup r;
+        if (ssh)
+            r = co_await next_.ssh_runner_for(sandbox_id);
+        else
+            r = co_await next_.runner_for(sandbox_id);
+        shared_.cache.store_runner(key, r);
+        co_return r;
+    };
+    auto answer = co_await shared_.runner_flights.run(key, deadline, std::move(work));
+    if (!answer) {
+        st.lookup_timeouts.fetch_add(1, std::memory_order_relaxed);
+        answer = runner_lookup{lookup_status::unavailable, nullptr,
+                               "no answer from Redis or the control plane within " +
+                                   std::to_string(opts_.lookup_timeout.count()) + " ms"};
+    }
+    if (answer->status == lookup_status::unavailable && cached) {
+        st.stale_serves.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
+    co_return std::move(*answer);
+}
+
 awaitable<runner_lookup> cached_route_source::runner_for(std::string_view sandbox_id) {
-    if (auto hit = cache_.find_runner(sandbox_id))
-        co_return std::move(*hit);
-    std::string key(sandbox_id); // the caller's view may not outlive the suspension below
-    auto r = co_await next_.runner_for(key);
-    cache_.store_runner(key, r);
-    co_return r;
+    std::string id(sandbox_id);
+    co_return co_await runner_lookup_for(id, id, false);
+}
+
+awaitable<runner_lookup> cached_route_source::ssh_runner_for(std::string_view sandbox_id) {
+    co_return co_await runner_lookup_for(ssh_key(sandbox_id), std::string(sandbox_id), true);
 }
 
 awaitable<public_lookup> cached_route_source::is_public(std::string_view id_or_token) {
-    if (auto hit = cache_.find_public(id_or_token))
-        co_return std::move(*hit);
+    auto& st = stats();
     std::string key(id_or_token);
-    auto r = co_await next_.is_public(key);
-    cache_.store_public(key, r);
-    co_return r;
+    auto cached = shared_.cache.find_public(key);
+    if (cached && cached->fresh) {
+        st.cache_hits.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
+    st.cache_misses.fetch_add(1, std::memory_order_relaxed);
+    auto deadline = route_cache::clock::now() + opts_.lookup_timeout;
+    std::function<awaitable<public_lookup>()> work = [this, key]() -> awaitable<public_lookup> {
+        auto r = co_await next_.is_public(key);
+        shared_.cache.store_public(key, r);
+        co_return r;
+    };
+    auto answer = co_await shared_.public_flights.run(key, deadline, std::move(work));
+    if (!answer) {
+        st.lookup_timeouts.fetch_add(1, std::memory_order_relaxed);
+        answer = public_lookup{lookup_status::unavailable, false,
+                               "no answer from Redis or the control plane within " +
+                                   std::to_string(opts_.lookup_timeout.count()) + " ms"};
+    }
+    if (answer->status == lookup_status::unavailable && cached) {
+        st.stale_serves.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
+    co_return std::move(*answer);
+}
+
+void cached_route_source::invalidate(std::string_view sandbox_id) {
+    stats().invalidations.fetch_add(1, std::memory_order_relaxed);
+    shared_.cache.forget_runner(sandbox_id);
+    next_.invalidate(sandbox_id);
 }
 
 } // namespace edge::routing

@@ -1,20 +1,44 @@
 #pragma once
-// One worker's route_source: answers from the shared route_cache, asks `next` (the worker's own
-// API client) on a miss and stores the answer. One per worker thread.
+// One worker's front route_source: fresh answers from the shared L1 cache; on a miss one lookup
+// per key across the whole process (single flight) through `next` (Redis, then the API), bounded
+// by `lookup_timeout`; when that lookup cannot answer, a stale entry (within the staleness
+// bound) is served instead of an error. One per worker thread.
 #include "routing/route_cache.hpp"
+#include "routing/single_flight.hpp"
 
 namespace edge::routing {
 
+// What all workers share: the L1 cache and the lookups under way.
+struct shared_routes {
+    explicit shared_routes(route_cache::options o) : cache(std::move(o)) {}
+    route_cache cache;
+    single_flight<runner_lookup> runner_flights;
+    single_flight<public_lookup> public_flights;
+};
+
 class cached_route_source final : public route_source {
   public:
-    cached_route_source(route_cache& cache, route_source& next) : cache_(cache), next_(next) {}
+    struct options {
+        std::chrono::milliseconds lookup_timeout{2000};
+    };
+
+    cached_route_source(shared_routes& shared, route_source& next, options opts)
+        : shared_(shared), next_(next), opts_(opts) {}
 
     awaitable<runner_lookup> runner_for(std::string_view sandbox_id) override;
     awaitable<public_lookup> is_public(std::string_view id_or_token) override;
+    awaitable<runner_lookup> ssh_runner_for(std::string_view sandbox_id) override;
+    void invalidate(std::string_view sandbox_id) override;
+
+    // L1 keys: the id for preview routes and public status, "ssh:" + id for SSH routes.
+    static std::string ssh_key(std::string_view sandbox_id);
 
   private:
-    route_cache& cache_;
+    awaitable<runner_lookup> runner_lookup_for(std::string key, std::string sandbox_id, bool ssh);
+
+    shared_routes& shared_;
     route_source& next_;
+    options opts_;
 };
 
 } // namespace edge::routing

@@ -14,6 +14,7 @@ TEST_CASE("a RunnerFull answer becomes a route to its proxyUrl", "[api]") {
     CHECK(r.route->base_path == "/base");
     CHECK(r.route->api_key == "k1");
     CHECK(r.route->host_port == "runner1.internal:3003");
+    CHECK(r.route->domain == "runner1.internal");
 }
 
 TEST_CASE("runners without proxyUrl are reached on apiUrl", "[api]") {
