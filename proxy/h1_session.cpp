@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <charconv>
 #include <optional>
 
 namespace edge::proxy {
@@ -204,7 +205,9 @@ class session {
             co_return co_await reply_error(p, 400,
                                            "the request target must be a path (origin-form)");
         std::string id(t.id);
-        auto found = co_await ctx_.routes.runner_for(id);
+        auto found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
+        if (!found.route && found.status == routing::lookup_status::unavailable)
+            found = co_await ctx_.routes.runner_for(id);
         if (found.status == routing::lookup_status::not_found)
             co_return co_await reply_error(p, 404, "sandbox " + id + " not found");
         if (found.status != routing::lookup_status::found)
@@ -214,7 +217,9 @@ class session {
                                            "authentication required: port " +
                                                std::to_string(t.port) +
                                                " always needs a preview token or API key");
-        auto pub = co_await ctx_.routes.is_public(id);
+        auto pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
+        if (pub.status == routing::lookup_status::unavailable)
+            pub = co_await ctx_.routes.is_public(id);
         if (pub.status == routing::lookup_status::unavailable)
             co_return co_await reply_unavailable(p, pub.detail);
         if (!pub.is_public)
@@ -226,17 +231,10 @@ class session {
                                        std::string(req.target()));
     }
 
-    // Opens (or reuses) a connection to the runner into `out`. Sets `reused` for a pooled one.
+    // Opens a new connection to the runner into `out`.
     awaitable<error_code> connect(const routing::runner_route& r,
-                                  std::optional<beast::tcp_stream>& out, bool replayable,
-                                  bool& reused) {
+                                  std::optional<beast::tcp_stream>& out) {
         out.reset();
-        if (auto pooled = ctx_.upstream_pool.take(r.host_port, !replayable)) {
-            reused = true;
-            out.emplace(std::move(*pooled));
-            co_return error_code{};
-        }
-        reused = false;
         auto& s = out.emplace(client_.get_executor());
         s.expires_after(std::chrono::seconds(ctx_.cfg->upstream_connect_timeout_sec));
         error_code ec;
@@ -317,7 +315,11 @@ class session {
             // on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
             for (int attempt = 0;; ++attempt) {
                 bool reused = false;
-                if (auto ec = co_await connect(route, upstream, bodyless && attempt == 0, reused)) {
+                if (auto pooled =
+                        ctx_.upstream_pool.take(route.host_port, !(bodyless && attempt == 0))) {
+                    upstream.emplace(std::move(*pooled));
+                    reused = true;
+                } else if (auto ec = co_await connect(route, upstream)) {
                     if (ec == beast::error::timeout)
                         co_return co_await reply_error(
                             p, 504,
@@ -463,8 +465,12 @@ class session {
 
     // A runner's own errors are small JSON documents with a Content-Length.
     static bool small_json(const http::response<http::buffer_body>& res) {
-        auto length = res.payload_size();
-        return length && *length <= 4096 &&
+        // (payload_size() knows nothing of a buffer_body's length: read the field.)
+        auto field = res[http::field::content_length];
+        std::size_t length = 0;
+        auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), length);
+        return !field.empty() && ec == std::errc{} && end == field.data() + field.size() &&
+               length <= 4096 &&
                res[http::field::content_type].find("json") != std::string_view::npos;
     }
 

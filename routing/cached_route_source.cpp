@@ -33,7 +33,9 @@ awaitable<runner_lookup> cached_route_source::runner_lookup_for(std::string key,
         co_return std::move(cached->value);
     }
     st.cache_misses.fetch_add(1, std::memory_order_relaxed);
-    auto deadline = route_cache::clock::now() + opts_.lookup_timeout;
+    auto deadline =
+        route_cache::clock::now() +
+        (cached ? std::min(opts_.lookup_timeout, opts_.stale_wait) : opts_.lookup_timeout);
     // The work is a named object, not a temporary inside the co_await expression: g++ 12
     // destroys such temporaries twice.
     std::function<awaitable<runner_lookup>()> work = [this, key, sandbox_id,
@@ -79,7 +81,9 @@ awaitable<public_lookup> cached_route_source::is_public(std::string_view id_or_t
         co_return std::move(cached->value);
     }
     st.cache_misses.fetch_add(1, std::memory_order_relaxed);
-    auto deadline = route_cache::clock::now() + opts_.lookup_timeout;
+    auto deadline =
+        route_cache::clock::now() +
+        (cached ? std::min(opts_.lookup_timeout, opts_.stale_wait) : opts_.lookup_timeout);
     std::function<awaitable<public_lookup>()> work = [this, key]() -> awaitable<public_lookup> {
         auto r = co_await next_.is_public(key);
         shared_.cache.store_public(key, r);
@@ -97,6 +101,22 @@ awaitable<public_lookup> cached_route_source::is_public(std::string_view id_or_t
         co_return std::move(cached->value);
     }
     co_return std::move(*answer);
+}
+
+std::optional<runner_lookup> cached_route_source::ready_runner(std::string_view sandbox_id) {
+    auto hit = shared_.cache.find_runner(sandbox_id);
+    if (!hit || !hit->fresh)
+        return std::nullopt;
+    stats().cache_hits.fetch_add(1, std::memory_order_relaxed);
+    return std::move(hit->value);
+}
+
+std::optional<public_lookup> cached_route_source::ready_public(std::string_view id_or_token) {
+    auto hit = shared_.cache.find_public(id_or_token);
+    if (!hit || !hit->fresh)
+        return std::nullopt;
+    stats().cache_hits.fetch_add(1, std::memory_order_relaxed);
+    return std::move(hit->value);
 }
 
 void cached_route_source::invalidate(std::string_view sandbox_id) {

@@ -20,6 +20,9 @@ class cached_route_source final : public route_source {
   public:
     struct options {
         std::chrono::milliseconds lookup_timeout{2000};
+        // With a stale entry at hand, how long a refresh may hold the request before the stale
+        // entry is served (the refresh goes on in the background).
+        std::chrono::milliseconds stale_wait{250};
     };
 
     cached_route_source(shared_routes& shared, route_source& next, options opts)
@@ -29,6 +32,8 @@ class cached_route_source final : public route_source {
     awaitable<public_lookup> is_public(std::string_view id_or_token) override;
     awaitable<runner_lookup> ssh_runner_for(std::string_view sandbox_id) override;
     void invalidate(std::string_view sandbox_id) override;
+    std::optional<runner_lookup> ready_runner(std::string_view sandbox_id) override;
+    std::optional<public_lookup> ready_public(std::string_view id_or_token) override;
 
     // L1 keys: the id for preview routes and public status, "ssh:" + id for SSH routes.
     static std::string ssh_key(std::string_view sandbox_id);

@@ -23,12 +23,14 @@ void redis_tracking::apply(route_cache& cache, const std::vector<std::string>& k
     }
     for (auto& key : keys) {
         std::string_view k(key);
+        // Expired, not erased: our own write-backs come back as invalidations too, and the entry
+        // must stay available as stale should Redis and the API fail right after.
         if (k.starts_with(runner_key_prefix)) {
-            cache.forget_runner(k.substr(runner_key_prefix.size()));
+            cache.expire_runner(k.substr(runner_key_prefix.size()));
         } else if (k.starts_with(public_key_prefix)) {
-            cache.forget_public(k.substr(public_key_prefix.size()));
+            cache.expire_public(k.substr(public_key_prefix.size()));
         } else if (k.starts_with(ssh_key_prefix)) {
-            cache.forget_runner(cached_route_source::ssh_key(k.substr(ssh_key_prefix.size())));
+            cache.expire_runner(cached_route_source::ssh_key(k.substr(ssh_key_prefix.size())));
         } else {
             continue;
         }
@@ -54,20 +56,23 @@ void redis_tracking::stop() {
 void redis_tracking::enable() {
     if (listener_id_ < 0 || commands_.current_state() != redis::state::connected)
         return;
-    auto run = [](redis::client& c, long long id) -> awaitable<void> {
+    auto run = [](redis::client& c, long long id, route_cache& cache) -> awaitable<void> {
         std::vector<std::string> off{"CLIENT", "TRACKING", "OFF"};
         co_await c.command(std::move(off));
-        std::vector<std::string> on{"CLIENT",  "TRACKING", "ON",     "REDIRECT", std::to_string(id),
-                                    "BCAST",   "PREFIX",   "proxy:", "PREFIX",   "edgegate:"};
+        std::vector<std::string> on{"CLIENT", "TRACKING", "ON",     "REDIRECT", std::to_string(id),
+                                    "BCAST",  "PREFIX",   "proxy:", "PREFIX",   "edgegate:"};
         auto r = co_await c.command(std::move(on));
         if (!r || r->type == redis::reply::kind::error)
             spdlog::error("redis: cannot enable invalidations (CLIENT TRACKING): {}; routes "
                           "changed in Redis reach this replica only when their TTL ends",
                           r ? r->str : r.error().message());
-        else
+        else {
+            // Keys written between the (re)connect and this point were not reported.
+            cache.expire_all();
             spdlog::info("redis: route invalidations on (tracking redirected to client {})", id);
+        }
     };
-    boost::asio::co_spawn(ex_, run(commands_, listener_id_), boost::asio::detached);
+    boost::asio::co_spawn(ex_, run(commands_, listener_id_, shared_.cache), boost::asio::detached);
 }
 
 } // namespace edge::routing

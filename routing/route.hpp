@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -52,6 +53,9 @@ class route_source {
     virtual awaitable<runner_lookup> ssh_runner_for(std::string_view sandbox_id) = 0;
     // The runner said it has no such sandbox: forget the route everywhere it is kept.
     virtual void invalidate(std::string_view sandbox_id) = 0;
+    // A fresh answer that is at hand without waiting (the hot path skips a coroutine for it).
+    virtual std::optional<runner_lookup> ready_runner(std::string_view) { return std::nullopt; }
+    virtual std::optional<public_lookup> ready_public(std::string_view) { return std::nullopt; }
 };
 
 // Builds a route from a runner's proxyUrl and key; nullptr when the URL is not usable.

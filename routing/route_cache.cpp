@@ -104,6 +104,24 @@ template <class T> void route_cache::erase(table<T>& t, std::string_view key) {
     }
 }
 
+template <class T> void route_cache::expire(table<T>& t, std::string_view key) {
+    auto now = opts_.now();
+    std::lock_guard lock(mutex_);
+    if (auto it = t.find(key); it != t.end()) {
+        auto& e = it->second;
+        e.fresh_until = std::min(e.fresh_until, now);
+        if (e.value.status != lookup_status::found)
+            e.usable_until = e.fresh_until;
+    }
+}
+
+void route_cache::expire_runner(std::string_view key) {
+    expire(runners_, key);
+}
+void route_cache::expire_public(std::string_view key) {
+    expire(publics_, key);
+}
+
 std::optional<route_cache::hit<runner_lookup>> route_cache::find_runner(std::string_view key) {
     return find(runners_, key);
 }

@@ -42,6 +42,9 @@ class route_cache {
 
     void forget_runner(std::string_view key);
     void forget_public(std::string_view key);
+    // Asks again next time, but keeps the entry as stale (an invalidation).
+    void expire_runner(std::string_view key);
+    void expire_public(std::string_view key);
     // Everything must be asked again (e.g. invalidations may have been lost), but stays
     // available as stale while Redis and the API cannot answer.
     void expire_all();
@@ -69,6 +72,7 @@ class route_cache {
     template <class T>
     void store(table<T>& t, std::string_view key, const T& value, std::chrono::seconds ttl);
     template <class T> void erase(table<T>& t, std::string_view key);
+    template <class T> void expire(table<T>& t, std::string_view key);
     void make_room(clock::time_point now, std::size_t incoming);
 
     options opts_;

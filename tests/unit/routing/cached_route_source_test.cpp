@@ -255,10 +255,11 @@ TEST_CASE("invalidation messages drop the matching L1 entries", "[redis-keys]") 
     run(cache.ssh_runner_for("a"));
     redis_tracking::apply(shared.cache, {"proxy:sandbox-runner-info:a", "proxy:sandbox-public:a",
                                          "edgegate:ssh-runner:a", "unrelated:key"});
-    CHECK(shared.cache.find_runner("a") == std::nullopt);
-    CHECK(shared.cache.find_public("a") == std::nullopt);
-    CHECK(shared.cache.find_runner(cached_route_source::ssh_key("a")) == std::nullopt);
-    CHECK(shared.cache.find_runner("b"));
+    // Expired (asked again next time) but kept as stale.
+    CHECK_FALSE(shared.cache.find_runner("a")->fresh);
+    CHECK_FALSE(shared.cache.find_public("a")->fresh);
+    CHECK_FALSE(shared.cache.find_runner(cached_route_source::ssh_key("a"))->fresh);
+    CHECK(shared.cache.find_runner("b")->fresh);
 
     redis_tracking::apply(shared.cache, {}); // flush: everything only stale
     auto b = shared.cache.find_runner("b");
