@@ -150,6 +150,7 @@ int main(int argc, char** argv) {
             w.ctx->redis = w.redis.get();
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
+            asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);
         }
         std::unique_ptr<edge::routing::redis_tracking> tracking;
         if (use_redis) {

@@ -80,10 +80,11 @@ awaitable<result<api_response>> control_plane_client::attempt(const std::string&
     if (!tls_) {
         // A pooled connection the server closed in between fails at once; one fresh try then.
         while (auto pooled = pool_.take(pool_key_)) {
-            auto r = co_await exchange(*pooled, req, opts_.timeout, keep);
+            beast::tcp_stream s(std::move(*pooled));
+            auto r = co_await exchange(s, req, opts_.timeout, keep);
             if (r) {
                 if (keep)
-                    pool_.put(pool_key_, std::move(*pooled));
+                    pool_.put(pool_key_, s.release_socket());
                 co_return r;
             }
         }
@@ -111,7 +112,7 @@ awaitable<result<api_response>> control_plane_client::attempt(const std::string&
     if (!tls_) {
         auto r = co_await exchange(tcp_s, req, opts_.timeout, keep);
         if (r && keep)
-            pool_.put(pool_key_, std::move(tcp_s));
+            pool_.put(pool_key_, tcp_s.release_socket());
         co_return r;
     }
     auto s = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(tcp_s), tls_->ctx);

@@ -1,7 +1,7 @@
 #pragma once
 // Idle keep-alive TCP connections, keyed by "host:port". One pool per worker (no locks).
 // A connection taken out belongs to the caller; it is given back only after a clean exchange.
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
 #include <deque>
@@ -23,13 +23,13 @@ class tcp_pool {
     // The most recently used idle connection to `key`, if any; those idle too long are dropped on
     // the way. With `check_open`, a non-blocking peek (one syscall) also drops connections the
     // peer has closed: worth it when the request could not be replayed on a fresh connection.
-    std::optional<boost::beast::tcp_stream> take(std::string_view key, bool check_open = true);
-    void put(std::string_view key, boost::beast::tcp_stream stream);
+    std::optional<boost::asio::ip::tcp::socket> take(std::string_view key, bool check_open = true);
+    void put(std::string_view key, boost::asio::ip::tcp::socket socket);
     std::size_t idle_count(std::string_view key) const;
 
   private:
     struct idle {
-        boost::beast::tcp_stream stream;
+        boost::asio::ip::tcp::socket socket;
         std::chrono::steady_clock::time_point since;
     };
     struct key_hash {

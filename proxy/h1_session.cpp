@@ -2,6 +2,7 @@
 
 #include "proxy/error_response.hpp"
 #include "proxy/header_rewrite.hpp"
+#include "proxy/http_io.hpp"
 #include "routing/host.hpp"
 #include "routing/redis/redis_client.hpp"
 
@@ -47,17 +48,21 @@ enum class relay_failure { none, read, write };
 // message costs one write; otherwise at once, as a stream may not send its body for a while.
 // `read_timeout` bounds each read (none for runner responses, which may stream forever).
 template <bool is_request>
-awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf,
-                               http::parser<is_request, http::buffer_body>& p,
-                               beast::tcp_stream& out,
+awaitable<relay_failure> relay(timed_socket& in, beast::flat_buffer& in_buf,
+                               http::parser<is_request, http::buffer_body>& p, timed_socket& out,
                                http::serializer<is_request, http::buffer_body>& sr,
-                               std::optional<std::chrono::seconds> read_timeout, char* scratch) {
+                               std::optional<std::chrono::seconds> read_timeout, char* scratch,
+                               std::vector<boost::asio::const_buffer>& wbufs) {
+    p.eager(true);
+    auto& body = p.get().body();
     while (!sr.is_done()) {
-        auto& body = p.get().body();
         if (!p.is_done()) {
             if (!sr.is_header_done() && in_buf.size() == 0) {
+                // Nothing of the body at hand: the header alone, now.
+                body.data = nullptr;
+                body.more = true;
                 out.expires_after(io_timeout);
-                if (auto [ec, n] = co_await http::async_write_header(out, sr, use_nothrow); ec)
+                if (co_await write_ready(out, sr, wbufs))
                     co_return relay_failure::write;
             }
             body.data = scratch;
@@ -66,36 +71,22 @@ awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf
                 in.expires_after(*read_timeout);
             else
                 in.expires_never();
-            auto [ec, n] = co_await http::async_read_some(in, in_buf, p, use_nothrow);
-            if (ec == http::error::need_buffer)
-                ec = {};
-            if (ec)
+            if (co_await read_body_some(in, in_buf, p))
                 co_return relay_failure::read;
             body.size = relay_buffer_size - body.size;
             // An empty buffer with data set would be written as a zero-size chunk, which ends a
             // chunked body: no data means a null pointer to the serializer.
             body.data = body.size == 0 ? nullptr : scratch;
             body.more = !p.is_done();
-            if (body.size == 0 && body.more) {
-                // Only framing was parsed (a chunk header): send at most the header, read on.
-                if (!sr.is_header_done()) {
-                    out.expires_after(io_timeout);
-                    if (auto [wec, wn] = co_await http::async_write_header(out, sr, use_nothrow);
-                        wec)
-                        co_return relay_failure::write;
-                }
-                continue;
-            }
+            if (body.size == 0 && body.more && sr.is_header_done())
+                continue; // only framing was parsed (a chunk header): read on
         } else {
             body.data = nullptr;
             body.size = 0;
             body.more = false;
         }
         out.expires_after(io_timeout);
-        auto [ec, n] = co_await http::async_write(out, sr, use_nothrow);
-        if (ec == http::error::need_buffer)
-            ec = {};
-        if (ec)
+        if (co_await write_ready(out, sr, wbufs))
             co_return relay_failure::write;
     }
     co_return relay_failure::none;
@@ -103,18 +94,15 @@ awaitable<relay_failure> relay(beast::tcp_stream& in, beast::flat_buffer& in_buf
 
 class session {
   public:
-    session(tcp::socket s, worker_context& ctx) : client_(std::move(s)), ctx_(ctx) {
+    session(tcp::socket s, worker_context& ctx) : client_(ctx.watch, std::move(s)), ctx_(ctx) {
         ++ctx_.sessions;
         error_code ec;
-        auto ep = client_.socket().remote_endpoint(ec);
+        auto ep = client_.sock.remote_endpoint(ec);
         client_ip_ = ec ? "unknown" : ep.address().to_string();
-        client_.socket().set_option(tcp::no_delay(true), ec);
+        client_.sock.set_option(tcp::no_delay(true), ec);
     }
 
-    ~session() {
-        ctx_.idle_streams.erase(&client_);
-        --ctx_.sessions;
-    }
+    ~session() { --ctx_.sessions; }
     session(const session&) = delete;
     session& operator=(const session&) = delete;
 
@@ -122,8 +110,8 @@ class session {
         while (!ctx_.draining && co_await serve_one()) {
         }
         error_code ec;
-        client_.socket().shutdown(tcp::socket::shutdown_send, ec);
-        client_.socket().close(ec);
+        client_.sock.shutdown(tcp::socket::shutdown_send, ec);
+        client_.sock.close(ec);
     }
 
   private:
@@ -131,9 +119,10 @@ class session {
     awaitable<bool> serve_one() {
         if (buf_.size() == 0) {
             client_.expires_after(idle_timeout);
-            ctx_.idle_streams.insert(&client_);
-            auto [ec, n] = co_await client_.async_read_some(buf_.prepare(16 * 1024), use_nothrow);
-            ctx_.idle_streams.erase(&client_);
+            client_.idle = true;
+            auto [ec, n] =
+                co_await client_.sock.async_read_some(buf_.prepare(16 * 1024), use_nothrow);
+            client_.idle = false;
             if (ec || ctx_.draining)
                 co_return false;
             buf_.commit(n);
@@ -142,8 +131,7 @@ class session {
         p.header_limit(header_limit);
         p.body_limit(boost::none); // bodies stream; their size is the runner's business
         client_.expires_after(header_timeout);
-        auto [ec, n] = co_await http::async_read_header(client_, buf_, p, use_nothrow);
-        if (ec) {
+        if (auto ec = co_await read_header(client_, buf_, p)) {
             if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
                 ec == boost::asio::error::connection_reset)
                 co_return false;
@@ -233,15 +221,15 @@ class session {
 
     // Opens a new connection to the runner into `out`.
     awaitable<error_code> connect(const routing::runner_route& r,
-                                  std::optional<beast::tcp_stream>& out) {
+                                  std::optional<timed_socket>& out) {
         out.reset();
-        auto& s = out.emplace(client_.get_executor());
+        auto& s = out.emplace(ctx_.watch, tcp::socket(client_.sock.get_executor()));
         s.expires_after(std::chrono::seconds(ctx_.cfg->upstream_connect_timeout_sec));
         error_code ec;
         auto addr = boost::asio::ip::make_address(
             r.host.front() == '[' ? r.host.substr(1, r.host.size() - 2) : r.host, ec);
         if (!ec) {
-            std::tie(ec) = co_await s.async_connect(tcp::endpoint(addr, r.port), use_nothrow);
+            std::tie(ec) = co_await s.sock.async_connect(tcp::endpoint(addr, r.port), use_nothrow);
         } else {
             auto [rec, eps] =
                 co_await ctx_.resolver.async_resolve(r.host, std::to_string(r.port), use_nothrow);
@@ -250,13 +238,14 @@ class session {
                 co_return rec;
             }
             tcp::endpoint ep;
-            std::tie(ec, ep) = co_await s.async_connect(eps, use_nothrow);
+            std::tie(ec, ep) = co_await boost::asio::async_connect(s.sock, eps, use_nothrow);
         }
         if (ec) {
+            ec = s.result(ec);
             out.reset();
             co_return ec;
         }
-        s.socket().set_option(tcp::no_delay(true), ec);
+        s.sock.set_option(tcp::no_delay(true), ec);
         co_return error_code{};
     }
 
@@ -289,7 +278,7 @@ class session {
         } lease{ctx_};
         char* scratch = lease.buf.get();
         const bool bodyless = p.is_done();
-        std::optional<beast::tcp_stream> upstream;
+        std::optional<timed_socket> upstream;
         beast::flat_buffer upstream_buf;
         std::optional<response_parser> rp;
         bool sent_continue = false;
@@ -317,7 +306,7 @@ class session {
                 bool reused = false;
                 if (auto pooled =
                         ctx_.upstream_pool.take(route.host_port, !(bodyless && attempt == 0))) {
-                    upstream.emplace(std::move(*pooled));
+                    upstream.emplace(ctx_.watch, std::move(*pooled));
                     reused = true;
                 } else if (auto ec = co_await connect(route, upstream)) {
                     if (ec == beast::error::timeout)
@@ -338,14 +327,14 @@ class session {
                     static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
                     client_.expires_after(io_timeout);
                     auto [ec, n] = co_await boost::asio::async_write(
-                        client_, boost::asio::buffer(cont.data(), cont.size()), use_nothrow);
+                        client_.sock, boost::asio::buffer(cont.data(), cont.size()), use_nothrow);
                     if (ec)
                         co_return false;
                 }
 
                 http::serializer<true, http::buffer_body> req_sr{req};
-                auto sent =
-                    co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch);
+                auto sent = co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch,
+                                           wbufs_);
                 if (sent == relay_failure::read)
                     co_return false; // the client went away or stalled mid-body: nothing to answer
                 if (sent == relay_failure::write && reused && bodyless && attempt == 0)
@@ -361,8 +350,7 @@ class session {
                     rp->skip(true);
                 upstream->expires_after(
                     std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
-                auto [ec, n] =
-                    co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
+                auto ec = co_await read_header(*upstream, upstream_buf, *rp);
                 // Interim answers (100 Continue and friends) are ours to give, not the runner's.
                 while (!ec && rp->get().result_int() >= 100 && rp->get().result_int() < 200 &&
                        rp->get().result_int() != 101) {
@@ -370,8 +358,7 @@ class session {
                     rp->body_limit(boost::none);
                     if (method == http::verb::head)
                         rp->skip(true);
-                    std::tie(ec, n) =
-                        co_await http::async_read_header(*upstream, upstream_buf, *rp, use_nothrow);
+                    ec = co_await read_header(*upstream, upstream_buf, *rp);
                 }
                 if (!ec)
                     break;
@@ -399,7 +386,7 @@ class session {
                 if (!co_await read_small_body(*upstream, upstream_buf, *rp, scratch, small))
                     co_return false;
                 if (upstream_keep && upstream_buf.size() == 0)
-                    ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
+                    ctx_.upstream_pool.put(route.host_port, std::move(upstream->sock));
                 if (runner_lacks_sandbox(small)) {
                     spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
                                  id);
@@ -419,7 +406,8 @@ class session {
                 finish_response_header(res, client_version, method, client_keep);
                 http::response<http::string_body> out{std::move(res.base()), std::move(small)};
                 client_.expires_after(io_timeout);
-                auto [wec, wn] = co_await http::async_write(client_, out, use_nothrow);
+                http::serializer<false, http::string_body> out_sr{out};
+                auto wec = co_await write_ready(client_, out_sr, wbufs_);
                 co_return !wec && client_keep && p.is_done();
             }
 
@@ -427,14 +415,14 @@ class session {
 
             http::serializer<false, http::buffer_body> res_sr{res};
             auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
-                                      scratch);
+                                      scratch, wbufs_);
             if (got != relay_failure::none) {
                 if (got == relay_failure::read)
                     spdlog::debug("runner {} broke off a response body", route.host_port);
                 co_return false; // a half-sent response can only end with the connection
             }
             if (upstream_keep && rp->is_done() && p.is_done() && upstream_buf.size() == 0)
-                ctx_.upstream_pool.put(route.host_port, std::move(*upstream));
+                ctx_.upstream_pool.put(route.host_port, std::move(upstream->sock));
             co_return client_keep&& p.is_done();
         }
     }
@@ -490,17 +478,14 @@ class session {
     }
 
     // Reads the rest of a small body (known to be at most 4 KiB) into `out`.
-    static awaitable<bool> read_small_body(beast::tcp_stream& in, beast::flat_buffer& in_buf,
+    static awaitable<bool> read_small_body(timed_socket& in, beast::flat_buffer& in_buf,
                                            response_parser& rp, char* scratch, std::string& out) {
         while (!rp.is_done()) {
             auto& body = rp.get().body();
             body.data = scratch;
             body.size = relay_buffer_size;
             in.expires_after(io_timeout);
-            auto [ec, n] = co_await http::async_read_some(in, in_buf, rp, use_nothrow);
-            if (ec == http::error::need_buffer)
-                ec = {};
-            if (ec)
+            if (co_await read_body_some(in, in_buf, rp))
                 co_return false;
             out.append(scratch, relay_buffer_size - body.size);
         }
@@ -524,7 +509,7 @@ class session {
             res.body().clear(); // Content-Length stays: HEAD describes the GET answer
         client_.expires_after(io_timeout);
         http::serializer<false, http::string_body> sr{res};
-        auto [ec, n] = co_await http::async_write(client_, sr, use_nothrow);
+        auto ec = co_await write_ready(client_, sr, wbufs_);
         co_return keep && !ec;
     }
 
@@ -560,11 +545,13 @@ class session {
         res.keep_alive(keep);
         res.prepare_payload();
         client_.expires_after(io_timeout);
-        co_await http::async_write(client_, res, use_nothrow);
+        http::serializer<false, http::string_body> sr{res};
+        co_await write_ready(client_, sr, wbufs_);
     }
 
-    beast::tcp_stream client_;
+    timed_socket client_;
     worker_context& ctx_;
+    std::vector<boost::asio::const_buffer> wbufs_; // scratch for gathered writes
     beast::flat_buffer buf_;
     std::string client_ip_;
 };

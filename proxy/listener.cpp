@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <spdlog/spdlog.h>
 
 #include <sys/socket.h>
@@ -21,6 +22,16 @@ tcp::acceptor open_acceptor(asio::any_io_executor ex, const tcp::endpoint& ep) {
     a.bind(ep);
     a.listen(asio::socket_base::max_listen_connections);
     return a;
+}
+
+awaitable<void> watch_deadlines(worker_context& ctx) {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    for (;;) {
+        t.expires_after(std::chrono::milliseconds(250));
+        if (auto [ec] = co_await t.async_wait(use_nothrow); ec)
+            co_return;
+        ctx.watch.tick(std::chrono::steady_clock::now());
+    }
 }
 
 awaitable<void> accept_loop(tcp::acceptor& acceptor, worker_context& ctx) {

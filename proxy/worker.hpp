@@ -4,6 +4,7 @@
 // outlives every session on its worker; touched only from that worker's thread.
 #include "common/tcp_pool.hpp"
 #include "conf/config.hpp"
+#include "proxy/http_io.hpp"
 #include "routing/route.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -43,8 +44,7 @@ struct worker_context {
     // current exchange (with `Connection: close`). Call on this worker's thread.
     void begin_drain() {
         draining = true;
-        for (auto* s : idle_streams)
-            s->cancel();
+        watch.cancel_idle();
     }
 
     std::shared_ptr<const conf::config> cfg;
@@ -53,8 +53,8 @@ struct worker_context {
     bool draining = false;
     // This worker's Redis connection, when REDIS_HOST is set: its state shows in /health.
     const routing::redis::client* redis = nullptr;
-    // Client streams waiting for their next request: what begin_drain wakes up.
-    std::unordered_set<boost::beast::tcp_stream*> idle_streams;
+    // Every client and runner socket of this worker, with its deadline (see http_io.hpp).
+    socket_watch watch;
     // Live client connections; read by the drain watcher on another thread.
     std::atomic<std::size_t> sessions{0};
     tcp_pool upstream_pool;
