@@ -16,6 +16,7 @@
 
 #include <array>
 #include <charconv>
+#include <cstdio>
 #include <optional>
 
 namespace edge::proxy {
@@ -42,54 +43,83 @@ using response_parser = http::response_parser<http::buffer_body>;
 // What went wrong while moving a message from one side to the other.
 enum class relay_failure { none, read, write };
 
+// Scratch space a session reuses for every message it relays.
+struct relay_scratch {
+    std::string header;
+    std::vector<boost::asio::const_buffer> bufs;
+    char chunk_line[20];
+};
+
 // Writes the header of `p`'s message to `out`, then moves its body from `in` to `out` as it
-// arrives (one read, one write, no batching: a server-sent event is flushed when it arrives).
-// The header goes out with the first piece of body when that is already at hand, so a small
-// message costs one write; otherwise at once, as a stream may not send its body for a while.
-// `read_timeout` bounds each read (none for runner responses, which may stream forever).
+// arrives (one read, one write, no batching: a server-sent event is flushed when it arrives),
+// chunk-framed when the outgoing header says chunked. The header goes out with the first piece
+// of body when that is already at hand, so a small message costs one write; otherwise at once,
+// as a stream may not send its body for a while. `read_timeout` bounds each read (none for
+// runner responses, which may stream forever).
 template <bool is_request>
 awaitable<relay_failure> relay(timed_socket& in, beast::flat_buffer& in_buf,
                                http::parser<is_request, http::buffer_body>& p, timed_socket& out,
-                               http::serializer<is_request, http::buffer_body>& sr,
                                std::optional<std::chrono::seconds> read_timeout, char* scratch,
-                               std::vector<boost::asio::const_buffer>& wbufs) {
-    p.eager(true);
-    auto& body = p.get().body();
-    while (!sr.is_done()) {
-        if (!p.is_done()) {
-            if (!sr.is_header_done() && in_buf.size() == 0) {
-                // Nothing of the body at hand: the header alone, now.
-                body.data = nullptr;
-                body.more = true;
-                out.expires_after(io_timeout);
-                if (co_await write_ready(out, sr, wbufs))
-                    co_return relay_failure::write;
-            }
-            body.data = scratch;
-            body.size = relay_buffer_size;
-            if (read_timeout)
-                in.expires_after(*read_timeout);
-            else
-                in.expires_never();
-            if (co_await read_body_some(in, in_buf, p))
-                co_return relay_failure::read;
-            body.size = relay_buffer_size - body.size;
-            // An empty buffer with data set would be written as a zero-size chunk, which ends a
-            // chunked body: no data means a null pointer to the serializer.
-            body.data = body.size == 0 ? nullptr : scratch;
-            body.more = !p.is_done();
-            if (body.size == 0 && body.more && sr.is_header_done())
-                continue; // only framing was parsed (a chunk header): read on
-        } else {
-            body.data = nullptr;
-            body.size = 0;
-            body.more = false;
-        }
+                               relay_scratch& rs) {
+    namespace asio = boost::asio;
+    auto& msg = p.get();
+    const bool chunked = msg.chunked();
+    rs.header.clear();
+    append_header(rs.header, msg.base());
+    bool header_sent = false;
+    auto send = [&]() -> awaitable<bool> {
         out.expires_after(io_timeout);
-        if (co_await write_ready(out, sr, wbufs))
-            co_return relay_failure::write;
+        co_return !co_await write_all(out, rs.bufs);
+    };
+    if (p.is_done()) { // no body at all (HEAD, 204, 304, a bodyless request)
+        rs.bufs.assign({asio::buffer(rs.header)});
+        co_return co_await send() ? relay_failure::none : relay_failure::write;
     }
-    co_return relay_failure::none;
+    p.eager(true);
+    auto& body = msg.body();
+    for (;;) {
+        if (!header_sent && in_buf.size() == 0) {
+            rs.bufs.assign({asio::buffer(rs.header)});
+            header_sent = true;
+            if (!co_await send())
+                co_return relay_failure::write;
+        }
+        body.data = scratch;
+        body.size = relay_buffer_size;
+        if (read_timeout)
+            in.expires_after(*read_timeout);
+        else
+            in.expires_never();
+        bool progressed = false;
+        auto rec = parse_body_now(in_buf, p, progressed);
+        if (!rec && !progressed)
+            rec = co_await read_body_some(in, in_buf, p);
+        if (rec)
+            co_return relay_failure::read;
+        const std::size_t got = relay_buffer_size - body.size;
+        const bool last = p.is_done();
+        rs.bufs.clear();
+        if (!header_sent) {
+            rs.bufs.push_back(asio::buffer(rs.header));
+            header_sent = true;
+        }
+        if (got > 0) {
+            if (chunked) {
+                int n = std::snprintf(rs.chunk_line, sizeof rs.chunk_line, "%zx\r\n", got);
+                rs.bufs.push_back(asio::buffer(rs.chunk_line, static_cast<std::size_t>(n)));
+                rs.bufs.push_back(asio::buffer(scratch, got));
+                rs.bufs.push_back(asio::buffer("\r\n", 2));
+            } else {
+                rs.bufs.push_back(asio::buffer(scratch, got));
+            }
+        }
+        if (last && chunked)
+            rs.bufs.push_back(asio::buffer("0\r\n\r\n", 5));
+        if (!rs.bufs.empty() && !co_await send())
+            co_return relay_failure::write;
+        if (last)
+            co_return relay_failure::none;
+    }
 }
 
 class session {
@@ -100,6 +130,7 @@ class session {
         auto ep = client_.sock.remote_endpoint(ec);
         client_ip_ = ec ? "unknown" : ep.address().to_string();
         client_.sock.set_option(tcp::no_delay(true), ec);
+        client_.sock.non_blocking(true, ec); // for write_now
     }
 
     ~session() { --ctx_.sessions; }
@@ -131,7 +162,10 @@ class session {
         p.header_limit(header_limit);
         p.body_limit(boost::none); // bodies stream; their size is the runner's business
         client_.expires_after(header_timeout);
-        if (auto ec = co_await read_header(client_, buf_, p)) {
+        auto ec = parse_header_now(buf_, p);
+        if (ec == http::error::need_more)
+            ec = co_await read_header(client_, buf_, p);
+        if (ec) {
             if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
                 ec == boost::asio::error::connection_reset)
                 co_return false;
@@ -214,9 +248,12 @@ class session {
             co_return co_await reply_error(
                 p, 401, "authentication required: sandbox " + id + " is private");
 
-        co_return co_await forward(p, found.route, id,
-                                   "/toolbox/proxy/" + std::to_string(t.port) +
-                                       std::string(req.target()));
+        std::string suffix;
+        suffix.reserve(24 + req.target().size());
+        suffix.append("/toolbox/proxy/").append(std::to_string(t.port));
+        auto target_offset = suffix.size();
+        suffix.append(req.target());
+        co_return co_await forward(p, found.route, id, suffix, target_offset);
     }
 
     // Opens a new connection to the runner into `out`.
@@ -246,18 +283,23 @@ class session {
             co_return ec;
         }
         s.sock.set_option(tcp::no_delay(true), ec);
+        s.sock.non_blocking(true, ec); // for write_now
         co_return error_code{};
     }
 
-    // Forwards the request to `route`'s runner at {base}/sandboxes/{id}{suffix} and relays the
+    // Forwards the request to `route`'s runner at {base}/sandboxes/{id}{suffix} (the client's
+    // target is suffix[target_offset..]) and relays the
     // answer. When the runner says it has no such sandbox (its 404 JSON), the route is
     // invalidated everywhere and, for a request without a body, resolved again and retried once.
     awaitable<bool> forward(request_parser& p,
                             std::shared_ptr<const routing::runner_route> route_ptr,
-                            const std::string& id, const std::string& suffix) {
+                            const std::string& id, const std::string& suffix,
+                            std::size_t target_offset) {
         auto& req = p.get();
-        const std::string original_target(req.target());
-        const std::string original_host(req[http::field::host]);
+        // The client's target ends the suffix: no copy of it is needed for error bodies.
+        const std::string_view original_target = std::string_view(suffix).substr(target_offset);
+        // Valid until rewrite_request replaces Host (it copies it into X-Forwarded-Host first).
+        const std::string_view original_host = req[http::field::host];
         const auto method = req.method();
         const std::string method_name(req.method_string());
         const unsigned client_version = req.version();
@@ -332,9 +374,8 @@ class session {
                         co_return false;
                 }
 
-                http::serializer<true, http::buffer_body> req_sr{req};
-                auto sent = co_await relay(client_, buf_, p, *upstream, req_sr, io_timeout, scratch,
-                                           wbufs_);
+                auto sent =
+                    co_await relay(client_, buf_, p, *upstream, io_timeout, scratch, relay_);
                 if (sent == relay_failure::read)
                     co_return false; // the client went away or stalled mid-body: nothing to answer
                 if (sent == relay_failure::write && reused && bodyless && attempt == 0)
@@ -413,9 +454,8 @@ class session {
 
             finish_response_header(res, client_version, method, client_keep);
 
-            http::serializer<false, http::buffer_body> res_sr{res};
-            auto got = co_await relay(*upstream, upstream_buf, *rp, client_, res_sr, std::nullopt,
-                                      scratch, wbufs_);
+            auto got = co_await relay(*upstream, upstream_buf, *rp, client_, std::nullopt, scratch,
+                                      relay_);
             if (got != relay_failure::none) {
                 if (got == relay_failure::read)
                     spdlog::debug("runner {} broke off a response body", route.host_port);
@@ -552,6 +592,7 @@ class session {
     timed_socket client_;
     worker_context& ctx_;
     std::vector<boost::asio::const_buffer> wbufs_; // scratch for gathered writes
+    relay_scratch relay_;
     beast::flat_buffer buf_;
     std::string client_ip_;
 };

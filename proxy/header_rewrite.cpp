@@ -37,8 +37,9 @@ void strip_hop_by_hop(http::fields& f, bool is_request) {
     for (auto& fld : f)
         if (fld.name() == http::field::connection)
             for_each_token(fld.value(), [&](std::string_view t) { listed.emplace_back(t); });
+    // Host is never hop-by-hop, whatever Connection says (and the proxy still reads it).
     for (auto& name : listed)
-        if (!iequals(name, "close") && !iequals(name, "keep-alive"))
+        if (!iequals(name, "close") && !iequals(name, "keep-alive") && !iequals(name, "host"))
             f.erase(name);
 
     bool te_trailers = false;

@@ -42,6 +42,97 @@ error_code timed_socket::result(error_code ec) const {
     return ec;
 }
 
+awaitable<error_code> write_all(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
+    error_code ec;
+    std::size_t n = s.sock.write_some(bufs, ec);
+    // Drop what was written.
+    auto it = bufs.begin();
+    while (it != bufs.end() && n >= it->size()) {
+        n -= it->size();
+        ++it;
+    }
+    bufs.erase(bufs.begin(), it);
+    if (!bufs.empty() && n > 0)
+        bufs.front() += n;
+    if (bufs.empty())
+        co_return error_code{};
+    if (ec && ec != asio::error::would_block && ec != asio::error::try_again)
+        co_return ec;
+    auto [wec, written] = co_await asio::async_write(s.sock, bufs, use_nothrow);
+    bufs.clear();
+    co_return s.result(wec);
+}
+
+namespace {
+void append_fields(std::string& out, const http::fields& f) {
+    for (const auto& field : f) {
+        out.append(field.name_string());
+        out.append(": ");
+        out.append(field.value());
+        out.append("\r\n");
+    }
+    out.append("\r\n");
+}
+} // namespace
+
+void append_header(std::string& out, const http::request_header<>& h) {
+    out.append(h.method_string());
+    out.push_back(' ');
+    out.append(h.target());
+    out.append(h.version() == 10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n");
+    append_fields(out, h);
+}
+
+void append_header(std::string& out, const http::response_header<>& h) {
+    out.append(h.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    char code[4] = {static_cast<char>('0' + h.result_int() / 100 % 10),
+                    static_cast<char>('0' + h.result_int() / 10 % 10),
+                    static_cast<char>('0' + h.result_int() % 10), ' '};
+    out.append(code, 4);
+    auto reason = h.reason();
+    out.append(reason.empty() ? http::obsolete_reason(h.result()) : reason);
+    out.append("\r\n");
+    append_fields(out, h);
+}
+
+template <bool is_request>
+error_code parse_header_now(beast::flat_buffer& buf, http::basic_parser<is_request>& p) {
+    if (buf.size() == 0)
+        return http::error::need_more;
+    error_code ec;
+    auto used = p.put(buf.data(), ec);
+    buf.consume(used);
+    if (!ec && !p.is_header_done())
+        return http::error::need_more;
+    return ec;
+}
+
+template <bool is_request>
+error_code parse_body_now(beast::flat_buffer& buf, http::parser<is_request, http::buffer_body>& p,
+                          bool& progressed) {
+    progressed = p.is_done();
+    if (progressed || buf.size() == 0)
+        return {};
+    error_code ec;
+    auto used = p.put(buf.data(), ec);
+    buf.consume(used);
+    if (ec == http::error::need_buffer) {
+        progressed = true; // the body buffer is full
+        return {};
+    }
+    if (ec && ec != http::error::need_more)
+        return ec;
+    progressed = used > 0 || p.is_done();
+    return {};
+}
+
+template error_code parse_header_now<true>(beast::flat_buffer&, http::basic_parser<true>&);
+template error_code parse_header_now<false>(beast::flat_buffer&, http::basic_parser<false>&);
+template error_code parse_body_now<true>(beast::flat_buffer&,
+                                         http::parser<true, http::buffer_body>&, bool&);
+template error_code parse_body_now<false>(beast::flat_buffer&,
+                                          http::parser<false, http::buffer_body>&, bool&);
+
 template <bool is_request>
 awaitable<error_code> read_header(timed_socket& s, beast::flat_buffer& buf,
                                   http::basic_parser<is_request>& p) {
@@ -97,8 +188,36 @@ awaitable<error_code> read_body_some(timed_socket& s, beast::flat_buffer& buf,
 }
 
 template <bool is_request, class Body>
+error_code write_now(timed_socket& s, http::serializer<is_request, Body>& sr,
+                     std::vector<asio::const_buffer>& bufs) {
+    while (!sr.is_done()) {
+        error_code ec;
+        bufs.clear();
+        sr.next(ec, [&](error_code&, const auto& buffers) {
+            for (auto b : beast::buffers_range_ref(buffers))
+                bufs.push_back(b);
+        });
+        if (ec == http::error::need_buffer)
+            return {};
+        if (ec)
+            return ec;
+        auto n = s.sock.write_some(bufs, ec);
+        if (n > 0)
+            sr.consume(n);
+        if (ec == asio::error::would_block || ec == asio::error::try_again)
+            return asio::error::would_block;
+        if (ec)
+            return ec;
+    }
+    return {};
+}
+
+template <bool is_request, class Body>
 awaitable<error_code> write_ready(timed_socket& s, http::serializer<is_request, Body>& sr,
                                   std::vector<asio::const_buffer>& bufs) {
+    auto now = write_now(s, sr, bufs);
+    if (now != asio::error::would_block)
+        co_return now;
     while (!sr.is_done()) {
         error_code ec;
         bufs.clear();
@@ -118,6 +237,15 @@ awaitable<error_code> write_ready(timed_socket& s, http::serializer<is_request, 
     co_return error_code{};
 }
 
+template error_code write_now<true, http::buffer_body>(timed_socket&,
+                                                       http::serializer<true, http::buffer_body>&,
+                                                       std::vector<asio::const_buffer>&);
+template error_code write_now<false, http::buffer_body>(timed_socket&,
+                                                        http::serializer<false, http::buffer_body>&,
+                                                        std::vector<asio::const_buffer>&);
+template error_code write_now<false, http::string_body>(timed_socket&,
+                                                        http::serializer<false, http::string_body>&,
+                                                        std::vector<asio::const_buffer>&);
 template awaitable<error_code> read_header<true>(timed_socket&, beast::flat_buffer&,
                                                  http::basic_parser<true>&);
 template awaitable<error_code> read_header<false>(timed_socket&, beast::flat_buffer&,

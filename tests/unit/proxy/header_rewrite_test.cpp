@@ -93,3 +93,12 @@ TEST_CASE("responses keep duplicates and lose hop-by-hop fields", "[headers]") {
     CHECK(values(f, "Keep-Alive").empty());
     CHECK(values(f, "Upgrade").empty());
 }
+
+TEST_CASE("a Connection header cannot remove Host", "[headers]") {
+    http::fields f;
+    f.insert(http::field::host, "3000-abc.proxy.example.com");
+    f.insert(http::field::connection, "Host, X-Forwarded-Host");
+    edge::proxy::rewrite_request(f, ctx);
+    CHECK(values(f, "X-Forwarded-Host") == std::vector<std::string>{"3000-abc.proxy.example.com"});
+    CHECK(values(f, "Host") == std::vector<std::string>{"runner-1:3000"});
+}
