@@ -227,8 +227,13 @@ class session {
             co_return co_await reply_error(p, 400,
                                            "the request target must be a path (origin-form)");
         std::string id(t.id);
-        auto found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
-        if (!found.route && found.status == routing::lookup_status::unavailable)
+        routing::runner_lookup found;
+        routing::public_lookup pub;
+        // The usual case: both answers cached and fresh, one lookup, no coroutine.
+        const bool ready = ctx_.routes.ready_pair(id, found, pub);
+        if (!ready)
+            found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
+        if (!ready && found.status == routing::lookup_status::unavailable)
             found = co_await ctx_.routes.runner_for(id);
         if (found.status == routing::lookup_status::not_found)
             co_return co_await reply_error(p, 404, "sandbox " + id + " not found");
@@ -239,7 +244,8 @@ class session {
                                            "authentication required: port " +
                                                std::to_string(t.port) +
                                                " always needs a preview token or API key");
-        auto pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
+        if (!ready)
+            pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
         if (pub.status == routing::lookup_status::unavailable)
             pub = co_await ctx_.routes.is_public(id);
         if (pub.status == routing::lookup_status::unavailable)

@@ -119,6 +119,14 @@ std::optional<public_lookup> cached_route_source::ready_public(std::string_view 
     return std::move(hit->value);
 }
 
+bool cached_route_source::ready_pair(std::string_view sandbox_id, runner_lookup& runner,
+                                     public_lookup& pub) {
+    if (!shared_.cache.find_fresh_pair(sandbox_id, runner, pub))
+        return false;
+    stats().cache_hits.fetch_add(2, std::memory_order_relaxed);
+    return true;
+}
+
 void cached_route_source::invalidate(std::string_view sandbox_id) {
     stats().invalidations.fetch_add(1, std::memory_order_relaxed);
     shared_.cache.forget_runner(sandbox_id);

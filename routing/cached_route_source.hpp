@@ -34,6 +34,8 @@ class cached_route_source final : public route_source {
     void invalidate(std::string_view sandbox_id) override;
     std::optional<runner_lookup> ready_runner(std::string_view sandbox_id) override;
     std::optional<public_lookup> ready_public(std::string_view id_or_token) override;
+    bool ready_pair(std::string_view sandbox_id, runner_lookup& runner,
+                    public_lookup& pub) override;
 
     // L1 keys: the id for preview routes and public status, "ssh:" + id for SSH routes.
     static std::string ssh_key(std::string_view sandbox_id);

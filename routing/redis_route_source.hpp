@@ -3,7 +3,8 @@
 // Daytona's API (which writes and deletes these keys) and edgegate replicas see the same routes:
 //   proxy:sandbox-runner-info:{id}  {"value":{"apiUrl":"<runner proxyUrl>","apiKey":"..."}}  EX 120
 //   proxy:sandbox-public:{id}       {"value":true|false}                                    EX 3600
-//   edgegate:ssh-runner:{id}        {"value":{"domain":"...","proxyUrl":"...","apiKey":"..."}} EX 120
+//   edgegate:ssh-runner:{id}        {"value":{"domain":"...","proxyUrl":"...","apiKey":"..."}} EX
+//   120
 // A miss (or Redis not connected) goes to `next` (the API), whose answer is written back. Redis
 // never delays a request by more than its command timeout, and is skipped at once while it is
 // disconnected. One per worker (the Redis client is per worker).

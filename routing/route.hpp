@@ -56,6 +56,8 @@ class route_source {
     // A fresh answer that is at hand without waiting (the hot path skips a coroutine for it).
     virtual std::optional<runner_lookup> ready_runner(std::string_view) { return std::nullopt; }
     virtual std::optional<public_lookup> ready_public(std::string_view) { return std::nullopt; }
+    // Both answers of a preview request at once, when both are at hand and fresh.
+    virtual bool ready_pair(std::string_view, runner_lookup&, public_lookup&) { return false; }
 };
 
 // Builds a route from a runner's proxyUrl and key; nullptr when the URL is not usable.

@@ -2,18 +2,15 @@
 
 namespace edge::routing {
 namespace {
-constexpr std::size_t entry_overhead = 96; // node, hash bucket, bookkeeping
+constexpr std::size_t entry_overhead = 160; // node, hash bucket, both parts' bookkeeping
 
-std::size_t weight(std::string_view key, const runner_lookup& r) {
-    std::size_t n = entry_overhead + key.size() + r.detail.size();
+std::size_t weight(std::string_view key, const runner_lookup& r, const public_lookup& p) {
+    std::size_t n = entry_overhead + key.size() + r.detail.size() + p.detail.size();
     if (r.route)
         n += sizeof(runner_route) + r.route->scheme.size() + r.route->host.size() +
              r.route->base_path.size() + r.route->api_key.size() + r.route->host_port.size() +
              r.route->domain.size();
     return n;
-}
-std::size_t weight(std::string_view key, const public_lookup& r) {
-    return entry_overhead + key.size() + r.detail.size();
 }
 } // namespace
 
@@ -23,150 +20,183 @@ route_stats& stats() noexcept {
 }
 
 template <class T>
-std::optional<route_cache::hit<T>> route_cache::find(table<T>& t, std::string_view key) {
+std::optional<route_cache::hit<T>> route_cache::read(part<T>& p, clock::time_point now) {
+    if (!p.present)
+        return std::nullopt;
+    if (now < p.fresh_until)
+        return hit<T>{p.value, true};
+    if (now < p.usable_until)
+        return hit<T>{p.value, false};
+    p.present = false;
+    p.value = T{};
+    return std::nullopt;
+}
+
+void route_cache::drop_if_empty(table::iterator it) {
+    if (it->second.runner.present || it->second.pub.present)
+        return;
+    bytes_ -= it->second.bytes;
+    table_.erase(it);
+}
+
+void route_cache::reweigh(std::string_view key, entry& e) {
+    bytes_ -= e.bytes;
+    e.bytes = weight(key, e.runner.value, e.pub.value);
+    bytes_ += e.bytes;
+}
+
+std::optional<route_cache::hit<runner_lookup>> route_cache::find_runner(std::string_view key) {
     auto now = opts_.now();
     std::lock_guard lock(mutex_);
-    auto it = t.find(key);
-    if (it == t.end())
+    auto it = table_.find(key);
+    if (it == table_.end())
         return std::nullopt;
+    auto r = read(it->second.runner, now);
+    if (!r)
+        drop_if_empty(it);
+    return r;
+}
+
+std::optional<route_cache::hit<public_lookup>> route_cache::find_public(std::string_view key) {
+    auto now = opts_.now();
+    std::lock_guard lock(mutex_);
+    auto it = table_.find(key);
+    if (it == table_.end())
+        return std::nullopt;
+    auto r = read(it->second.pub, now);
+    if (!r)
+        drop_if_empty(it);
+    return r;
+}
+
+bool route_cache::find_fresh_pair(std::string_view key, runner_lookup& runner, public_lookup& pub) {
+    auto now = opts_.now();
+    std::lock_guard lock(mutex_);
+    auto it = table_.find(key);
+    if (it == table_.end())
+        return false;
     auto& e = it->second;
-    if (now < e.fresh_until)
-        return hit<T>{e.value, true};
-    if (now < e.usable_until)
-        return hit<T>{e.value, false};
-    bytes_ -= e.bytes;
-    t.erase(it);
-    return std::nullopt;
+    if (!e.runner.present || !e.pub.present || now >= e.runner.fresh_until ||
+        now >= e.pub.fresh_until)
+        return false;
+    runner = e.runner.value;
+    pub = e.pub.value;
+    return true;
 }
 
 void route_cache::make_room(clock::time_point now, std::size_t incoming) {
     auto full = [&] {
-        return runners_.size() + publics_.size() + 1 > opts_.max_entries ||
-               bytes_ + incoming > opts_.max_bytes;
+        return table_.size() + 1 > opts_.max_entries || bytes_ + incoming > opts_.max_bytes;
     };
     if (!full())
         return;
-    auto sweep = [&](auto& t, auto keep) {
-        for (auto it = t.begin(); it != t.end();) {
-            if (keep(it->second)) {
-                ++it;
-            } else {
-                bytes_ -= it->second.bytes;
-                it = t.erase(it);
-                stats().evictions.fetch_add(1, std::memory_order_relaxed);
-            }
-        }
-    };
     // First what is no longer usable, then (still full) down to 90% so that inserts at capacity
     // do not sweep every time.
-    sweep(runners_, [&](const auto& e) { return now < e.usable_until; });
-    sweep(publics_, [&](const auto& e) { return now < e.usable_until; });
-    auto target_entries = opts_.max_entries / 10 * 9;
-    auto target_bytes = opts_.max_bytes / 10 * 9;
-    auto over = [&] {
-        return runners_.size() + publics_.size() > target_entries || bytes_ > target_bytes;
-    };
-    auto drop_some = [&](auto& t) {
-        while (over() && !t.empty()) {
-            auto it = t.begin();
-            bytes_ -= it->second.bytes;
-            t.erase(it);
+    for (auto it = table_.begin(); it != table_.end();) {
+        auto& e = it->second;
+        read(e.runner, now);
+        read(e.pub, now);
+        if (e.runner.present || e.pub.present) {
+            ++it;
+        } else {
+            bytes_ -= e.bytes;
+            it = table_.erase(it);
             stats().evictions.fetch_add(1, std::memory_order_relaxed);
         }
-    };
-    if (over()) {
-        drop_some(publics_);
-        drop_some(runners_);
+    }
+    auto target_entries = opts_.max_entries / 10 * 9;
+    auto target_bytes = opts_.max_bytes / 10 * 9;
+    while (!table_.empty() && (table_.size() > target_entries || bytes_ > target_bytes)) {
+        auto it = table_.begin();
+        bytes_ -= it->second.bytes;
+        table_.erase(it);
+        stats().evictions.fetch_add(1, std::memory_order_relaxed);
     }
 }
 
 template <class T>
-void route_cache::store(table<T>& t, std::string_view key, const T& value,
+void route_cache::write(std::string_view key, part<T> entry::*which, const T& value,
                         std::chrono::seconds ttl) {
     auto now = opts_.now();
     auto stale = value.status == lookup_status::found ? opts_.stale_max : std::chrono::seconds{0};
-    auto w = weight(key, value);
     std::lock_guard lock(mutex_);
-    if (auto it = t.find(key); it != t.end()) {
-        bytes_ -= it->second.bytes;
-        t.erase(it);
+    auto it = table_.find(key);
+    if (it == table_.end()) {
+        make_room(now, entry_overhead + key.size());
+        it = table_.emplace(std::string(key), entry{}).first;
     }
-    make_room(now, w);
-    t.emplace(std::string(key), entry<T>{value, now + ttl, now + ttl + stale, w});
-    bytes_ += w;
-}
-
-template <class T> void route_cache::erase(table<T>& t, std::string_view key) {
-    std::lock_guard lock(mutex_);
-    if (auto it = t.find(key); it != t.end()) {
-        bytes_ -= it->second.bytes;
-        t.erase(it);
-    }
-}
-
-template <class T> void route_cache::expire(table<T>& t, std::string_view key) {
-    auto now = opts_.now();
-    std::lock_guard lock(mutex_);
-    if (auto it = t.find(key); it != t.end()) {
-        auto& e = it->second;
-        e.fresh_until = std::min(e.fresh_until, now);
-        if (e.value.status != lookup_status::found)
-            e.usable_until = e.fresh_until;
-    }
-}
-
-void route_cache::expire_runner(std::string_view key) {
-    expire(runners_, key);
-}
-void route_cache::expire_public(std::string_view key) {
-    expire(publics_, key);
-}
-
-std::optional<route_cache::hit<runner_lookup>> route_cache::find_runner(std::string_view key) {
-    return find(runners_, key);
-}
-std::optional<route_cache::hit<public_lookup>> route_cache::find_public(std::string_view key) {
-    return find(publics_, key);
+    auto& p = it->second.*which;
+    p.value = value;
+    p.fresh_until = now + ttl;
+    p.usable_until = now + ttl + stale;
+    p.present = true;
+    reweigh(key, it->second);
 }
 
 void route_cache::store_runner(std::string_view key, const runner_lookup& r) {
     if (r.status == lookup_status::found)
-        store(runners_, key, r, opts_.runner_ttl);
+        write(key, &entry::runner, r, opts_.runner_ttl);
     else if (r.status == lookup_status::not_found)
-        store(runners_, key, r, opts_.negative_ttl);
+        write(key, &entry::runner, r, opts_.negative_ttl);
 }
 
 void route_cache::store_public(std::string_view key, const public_lookup& r) {
     if (r.status == lookup_status::found)
-        store(publics_, key, r, opts_.public_ttl);
+        write(key, &entry::pub, r, opts_.public_ttl);
     else if (r.status == lookup_status::not_found)
-        store(publics_, key, r, opts_.negative_ttl);
+        write(key, &entry::pub, r, opts_.negative_ttl);
+}
+
+template <class T>
+void route_cache::change(std::string_view key, part<T> entry::*which, bool erase) {
+    auto now = opts_.now();
+    std::lock_guard lock(mutex_);
+    auto it = table_.find(key);
+    if (it == table_.end())
+        return;
+    auto& p = it->second.*which;
+    if (erase) {
+        p.present = false;
+        p.value = T{};
+        reweigh(key, it->second);
+        drop_if_empty(it);
+        return;
+    }
+    p.fresh_until = std::min(p.fresh_until, now);
+    if (p.value.status != lookup_status::found)
+        p.usable_until = p.fresh_until; // a "not found" is never served stale
 }
 
 void route_cache::forget_runner(std::string_view key) {
-    erase(runners_, key);
+    change(key, &entry::runner, true);
 }
 void route_cache::forget_public(std::string_view key) {
-    erase(publics_, key);
+    change(key, &entry::pub, true);
+}
+void route_cache::expire_runner(std::string_view key) {
+    change(key, &entry::runner, false);
+}
+void route_cache::expire_public(std::string_view key) {
+    change(key, &entry::pub, false);
 }
 
 void route_cache::expire_all() {
     auto now = opts_.now();
     std::lock_guard lock(mutex_);
-    auto expire = [&](auto& t) {
-        for (auto& [k, e] : t) {
-            e.fresh_until = std::min(e.fresh_until, now);
-            if (e.value.status != lookup_status::found)
-                e.usable_until = e.fresh_until; // a "not found" is never served stale
-        }
+    auto expire = [&](auto& p) {
+        p.fresh_until = std::min(p.fresh_until, now);
+        if (p.value.status != lookup_status::found)
+            p.usable_until = p.fresh_until;
     };
-    expire(runners_);
-    expire(publics_);
+    for (auto& [k, e] : table_) {
+        expire(e.runner);
+        expire(e.pub);
+    }
 }
 
 std::size_t route_cache::size() const {
     std::lock_guard lock(mutex_);
-    return runners_.size() + publics_.size();
+    return table_.size();
 }
 
 std::size_t route_cache::bytes() const {

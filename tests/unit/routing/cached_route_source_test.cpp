@@ -266,3 +266,28 @@ TEST_CASE("invalidation messages drop the matching L1 entries", "[redis-keys]") 
     REQUIRE(b);
     CHECK_FALSE(b->fresh);
 }
+
+TEST_CASE_METHOD(fixture, "a preview's two answers come from one entry", "[cache]") {
+    scripted_source api;
+    shared_routes shared(opts());
+    cached_route_source cache(shared, api, {});
+    runner_lookup r;
+    public_lookup p;
+    CHECK_FALSE(cache.ready_pair("a", r, p));
+    run(cache.runner_for("a"));
+    CHECK_FALSE(cache.ready_pair("a", r, p)); // public status not known yet
+    run(cache.is_public("a"));
+    REQUIRE(cache.ready_pair("a", r, p));
+    CHECK(r.route->port == 3000);
+    CHECK(p.is_public);
+    CHECK(shared.cache.size() == 1);
+
+    now += 121s; // the runner answer is past its TTL, the public one is not
+    CHECK_FALSE(cache.ready_pair("a", r, p));
+    CHECK(cache.ready_public("a"));
+
+    shared.cache.forget_public("a");
+    shared.cache.forget_runner("a");
+    CHECK(shared.cache.size() == 0);
+    CHECK(shared.cache.bytes() == 0);
+}
