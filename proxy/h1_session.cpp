@@ -130,7 +130,7 @@ class session {
         auto ep = client_.sock.remote_endpoint(ec);
         client_ip_ = ec ? "unknown" : ep.address().to_string();
         client_.sock.set_option(tcp::no_delay(true), ec);
-        client_.sock.non_blocking(true, ec); // for write_now
+        client_.sock.non_blocking(true, ec); // for write_all's first, plain write
     }
 
     ~session() { --ctx_.sessions; }
@@ -289,7 +289,7 @@ class session {
             co_return ec;
         }
         s.sock.set_option(tcp::no_delay(true), ec);
-        s.sock.non_blocking(true, ec); // for write_now
+        s.sock.non_blocking(true, ec); // for write_all's first, plain write
         co_return error_code{};
     }
 

@@ -188,36 +188,8 @@ awaitable<error_code> read_body_some(timed_socket& s, beast::flat_buffer& buf,
 }
 
 template <bool is_request, class Body>
-error_code write_now(timed_socket& s, http::serializer<is_request, Body>& sr,
-                     std::vector<asio::const_buffer>& bufs) {
-    while (!sr.is_done()) {
-        error_code ec;
-        bufs.clear();
-        sr.next(ec, [&](error_code&, const auto& buffers) {
-            for (auto b : beast::buffers_range_ref(buffers))
-                bufs.push_back(b);
-        });
-        if (ec == http::error::need_buffer)
-            return {};
-        if (ec)
-            return ec;
-        auto n = s.sock.write_some(bufs, ec);
-        if (n > 0)
-            sr.consume(n);
-        if (ec == asio::error::would_block || ec == asio::error::try_again)
-            return asio::error::would_block;
-        if (ec)
-            return ec;
-    }
-    return {};
-}
-
-template <bool is_request, class Body>
 awaitable<error_code> write_ready(timed_socket& s, http::serializer<is_request, Body>& sr,
                                   std::vector<asio::const_buffer>& bufs) {
-    auto now = write_now(s, sr, bufs);
-    if (now != asio::error::would_block)
-        co_return now;
     while (!sr.is_done()) {
         error_code ec;
         bufs.clear();
@@ -229,23 +201,14 @@ awaitable<error_code> write_ready(timed_socket& s, http::serializer<is_request, 
             co_return error_code{};
         if (ec)
             co_return ec;
-        auto [wec, n] = co_await asio::async_write(s.sock, bufs, use_nothrow);
-        if (wec)
-            co_return s.result(wec);
+        auto n = asio::buffer_size(bufs);
+        if (auto wec = co_await write_all(s, bufs))
+            co_return wec;
         sr.consume(n);
     }
     co_return error_code{};
 }
 
-template error_code write_now<true, http::buffer_body>(timed_socket&,
-                                                       http::serializer<true, http::buffer_body>&,
-                                                       std::vector<asio::const_buffer>&);
-template error_code write_now<false, http::buffer_body>(timed_socket&,
-                                                        http::serializer<false, http::buffer_body>&,
-                                                        std::vector<asio::const_buffer>&);
-template error_code write_now<false, http::string_body>(timed_socket&,
-                                                        http::serializer<false, http::string_body>&,
-                                                        std::vector<asio::const_buffer>&);
 template awaitable<error_code> read_header<true>(timed_socket&, beast::flat_buffer&,
                                                  http::basic_parser<true>&);
 template awaitable<error_code> read_header<false>(timed_socket&, beast::flat_buffer&,

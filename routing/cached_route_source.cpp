@@ -24,18 +24,36 @@ std::string cached_route_source::ssh_key(std::string_view sandbox_id) {
     return "ssh:" + std::string(sandbox_id);
 }
 
-awaitable<runner_lookup> cached_route_source::runner_lookup_for(std::string key,
-                                                                std::string sandbox_id, bool ssh) {
+template <class T>
+awaitable<T> cached_route_source::miss(single_flight<T>& flights, std::string key,
+                                       std::optional<route_cache::hit<T>> cached,
+                                       std::function<awaitable<T>()> work) {
     auto& st = stats();
-    auto cached = shared_.cache.find_runner(key);
-    if (cached && cached->fresh) {
-        st.cache_hits.fetch_add(1, std::memory_order_relaxed);
-        co_return std::move(cached->value);
-    }
     st.cache_misses.fetch_add(1, std::memory_order_relaxed);
     auto deadline =
         route_cache::clock::now() +
         (cached ? std::min(opts_.lookup_timeout, opts_.stale_wait) : opts_.lookup_timeout);
+    auto answer = co_await flights.run(std::move(key), deadline, std::move(work));
+    if (!answer) {
+        st.lookup_timeouts.fetch_add(1, std::memory_order_relaxed);
+        answer.emplace(); // unavailable
+        answer->detail = "no answer from Redis or the control plane within " +
+                         std::to_string(opts_.lookup_timeout.count()) + " ms";
+    }
+    if (answer->status == lookup_status::unavailable && cached) {
+        st.stale_serves.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
+    co_return std::move(*answer);
+}
+
+awaitable<runner_lookup> cached_route_source::runner_lookup_for(std::string key,
+                                                                std::string sandbox_id, bool ssh) {
+    auto cached = shared_.cache.find_runner(key);
+    if (cached && cached->fresh) {
+        stats().cache_hits.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(cached->value);
+    }
     // The work is a named object, not a temporary inside the co_await expression: g++ 12
     // destroys such temporaries twice.
     std::function<awaitable<runner_lookup>()> work = [this, key, sandbox_id,
@@ -49,18 +67,7 @@ awaitable<runner_lookup> cached_route_source::runner_lookup_for(std::string key,
         shared_.cache.store_runner(key, r);
         co_return r;
     };
-    auto answer = co_await shared_.runner_flights.run(key, deadline, std::move(work));
-    if (!answer) {
-        st.lookup_timeouts.fetch_add(1, std::memory_order_relaxed);
-        answer = runner_lookup{lookup_status::unavailable, nullptr,
-                               "no answer from Redis or the control plane within " +
-                                   std::to_string(opts_.lookup_timeout.count()) + " ms"};
-    }
-    if (answer->status == lookup_status::unavailable && cached) {
-        st.stale_serves.fetch_add(1, std::memory_order_relaxed);
-        co_return std::move(cached->value);
-    }
-    co_return std::move(*answer);
+    co_return co_await miss(shared_.runner_flights, key, std::move(cached), std::move(work));
 }
 
 awaitable<runner_lookup> cached_route_source::runner_for(std::string_view sandbox_id) {
@@ -73,34 +80,18 @@ awaitable<runner_lookup> cached_route_source::ssh_runner_for(std::string_view sa
 }
 
 awaitable<public_lookup> cached_route_source::is_public(std::string_view id_or_token) {
-    auto& st = stats();
     std::string key(id_or_token);
     auto cached = shared_.cache.find_public(key);
     if (cached && cached->fresh) {
-        st.cache_hits.fetch_add(1, std::memory_order_relaxed);
+        stats().cache_hits.fetch_add(1, std::memory_order_relaxed);
         co_return std::move(cached->value);
     }
-    st.cache_misses.fetch_add(1, std::memory_order_relaxed);
-    auto deadline =
-        route_cache::clock::now() +
-        (cached ? std::min(opts_.lookup_timeout, opts_.stale_wait) : opts_.lookup_timeout);
     std::function<awaitable<public_lookup>()> work = [this, key]() -> awaitable<public_lookup> {
         auto r = co_await next_.is_public(key);
         shared_.cache.store_public(key, r);
         co_return r;
     };
-    auto answer = co_await shared_.public_flights.run(key, deadline, std::move(work));
-    if (!answer) {
-        st.lookup_timeouts.fetch_add(1, std::memory_order_relaxed);
-        answer = public_lookup{lookup_status::unavailable, false,
-                               "no answer from Redis or the control plane within " +
-                                   std::to_string(opts_.lookup_timeout.count()) + " ms"};
-    }
-    if (answer->status == lookup_status::unavailable && cached) {
-        st.stale_serves.fetch_add(1, std::memory_order_relaxed);
-        co_return std::move(cached->value);
-    }
-    co_return std::move(*answer);
+    co_return co_await miss(shared_.public_flights, key, std::move(cached), std::move(work));
 }
 
 std::optional<runner_lookup> cached_route_source::ready_runner(std::string_view sandbox_id) {

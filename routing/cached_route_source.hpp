@@ -41,6 +41,11 @@ class cached_route_source final : public route_source {
     static std::string ssh_key(std::string_view sandbox_id);
 
   private:
+    // A miss: one lookup across the process, bounded; `cached` (stale) answers if it fails.
+    template <class T>
+    awaitable<T> miss(single_flight<T>& flights, std::string key,
+                      std::optional<route_cache::hit<T>> cached,
+                      std::function<awaitable<T>()> work);
     awaitable<runner_lookup> runner_lookup_for(std::string key, std::string sandbox_id, bool ssh);
 
     shared_routes& shared_;
