@@ -149,13 +149,15 @@ int main(int argc, char** argv) {
             w.routes = std::make_unique<edge::routing::cached_route_source>(
                 shared_routes, *behind_cache, route_opts);
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
-            w.ctx->redis = w.redis.get();
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
             asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);
         }
         std::unique_ptr<edge::routing::redis_tracking> tracking;
         if (use_redis) {
+            for (auto& w : workers)
+                for (auto& other : workers)
+                    w.ctx->redis_clients.push_back(other.redis.get());
             tracking = std::make_unique<edge::routing::redis_tracking>(
                 rt.worker(0).get_executor(), redis_opts, *workers[0].redis, shared_routes);
             tracking->start();

@@ -192,14 +192,25 @@ class session {
         boost::json::object o;
         o["status"] = "ok";
         o["version"] = EDGE_VERSION;
-        if (ctx_.redis) {
+        if (!ctx_.redis_clients.empty()) {
+            // Connected only when every worker is: a request may land on any of them.
+            auto worst = routing::redis::state::connected;
+            std::string error;
+            for (auto* c : ctx_.redis_clients) {
+                auto state = c->current_state();
+                if (state == routing::redis::state::connected)
+                    continue;
+                if (worst == routing::redis::state::connected ||
+                    state == routing::redis::state::disconnected)
+                    worst = state;
+                if (error.empty())
+                    error = c->last_error();
+            }
             boost::json::object r;
-            auto state = ctx_.redis->current_state();
-            r["state"] = state == routing::redis::state::connected    ? "connected"
-                         : state == routing::redis::state::connecting ? "connecting"
+            r["state"] = worst == routing::redis::state::connected    ? "connected"
+                         : worst == routing::redis::state::connecting ? "connecting"
                                                                       : "disconnected";
-            auto error = ctx_.redis->last_error();
-            if (!error.empty() && state != routing::redis::state::connected)
+            if (!error.empty())
                 r["error"] = error;
             o["redis"] = std::move(r);
         }

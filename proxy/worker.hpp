@@ -51,8 +51,8 @@ struct worker_context {
     routing::route_source& routes;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
-    // This worker's Redis connection, when REDIS_HOST is set: its state shows in /health.
-    const routing::redis::client* redis = nullptr;
+    // Every worker's Redis connection, when REDIS_HOST is set: /health reports the worst state.
+    std::vector<const routing::redis::client*> redis_clients;
     // Every client and runner socket of this worker, with its deadline (see http_io.hpp).
     socket_watch watch;
     // Live client connections; read by the drain watcher on another thread.

@@ -9,8 +9,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
 #include <exception>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <random>
@@ -162,14 +164,15 @@ struct connection_base : std::enable_shared_from_this<connection_base> {
     std::optional<resp_parser> parser_;
     std::vector<char> rbuf_ = std::vector<char>(16 * 1024);
 
-    state state_ = state::disconnected;
+    std::atomic<state> state_{state::disconnected}; // read by /health on any worker
     bool started_ = false;
     bool stopped_ = true;       // also before start()
     std::uint64_t gen_ = 0;     // one per connection: its reader and writer end when it changes
     std::uint64_t attempt_ = 0; // one per handshake, for the deadline
     bool opening_ = false;
     bool open_expired_ = false;
-    std::string last_error_;
+    std::string last_error_;         // written on the client's thread only...
+    mutable std::mutex error_mutex_; // ...but read by /health on any worker
     std::uint64_t errors_ = 0;
     std::chrono::milliseconds backoff_;
     std::minstd_rand rng_;
@@ -185,9 +188,14 @@ struct connection_base : std::enable_shared_from_this<connection_base> {
         return s;
     }
 
+    void set_error(std::string e) {
+        std::lock_guard lock(error_mutex_);
+        last_error_ = std::move(e);
+    }
+
     void record_failure(std::string why) {
         ++errors_;
-        last_error_ = scrub(std::move(why));
+        set_error(scrub(std::move(why)));
     }
 
     void close_socket() {
@@ -567,8 +575,8 @@ awaitable<result<reply>> client::command(std::vector<std::string> args) {
     ++self->errors_;
     if (ec == asio::error::operation_aborted)
         co_return ec; // the caller cancelled the wait
-    self->last_error_ =
-        "command timed out after " + std::to_string(self->opts_.command_timeout.count()) + " ms";
+    self->set_error("command timed out after " +
+                    std::to_string(self->opts_.command_timeout.count()) + " ms");
     co_return asio::error::timed_out;
 }
 
@@ -577,6 +585,7 @@ state client::current_state() const noexcept {
 }
 
 std::string client::last_error() const {
+    std::lock_guard lock(impl_->error_mutex_);
     return impl_->last_error_;
 }
 
