@@ -67,13 +67,16 @@ awaitable<relay_failure> relay(timed_socket& in, beast::flat_buffer& in_buf,
     rs.header.clear();
     append_header(rs.header, msg.base());
     bool header_sent = false;
-    auto send = [&]() -> awaitable<bool> {
+    // Most writes fit the socket buffer at once: no coroutine for those.
+    auto sent_now = [&] {
         out.expires_after(io_timeout);
-        co_return !co_await write_all(out, rs.bufs);
+        return write_now(out, rs.bufs);
     };
     if (p.is_done()) { // no body at all (HEAD, 204, 304, a bodyless request)
         rs.bufs.assign({asio::buffer(rs.header)});
-        co_return co_await send() ? relay_failure::none : relay_failure::write;
+        if (!sent_now() && co_await write_all(out, rs.bufs))
+            co_return relay_failure::write;
+        co_return relay_failure::none;
     }
     p.eager(true);
     auto& body = msg.body();
@@ -81,7 +84,7 @@ awaitable<relay_failure> relay(timed_socket& in, beast::flat_buffer& in_buf,
         if (!header_sent && in_buf.size() == 0) {
             rs.bufs.assign({asio::buffer(rs.header)});
             header_sent = true;
-            if (!co_await send())
+            if (!sent_now() && co_await write_all(out, rs.bufs))
                 co_return relay_failure::write;
         }
         body.data = scratch;
@@ -115,7 +118,7 @@ awaitable<relay_failure> relay(timed_socket& in, beast::flat_buffer& in_buf,
         }
         if (last && chunked)
             rs.bufs.push_back(asio::buffer("0\r\n\r\n", 5));
-        if (!rs.bufs.empty() && !co_await send())
+        if (!rs.bufs.empty() && !sent_now() && co_await write_all(out, rs.bufs))
             co_return relay_failure::write;
         if (last)
             co_return relay_failure::none;
@@ -391,8 +394,19 @@ class session {
                         co_return false;
                 }
 
-                auto sent =
-                    co_await relay(client_, buf_, p, *upstream, io_timeout, scratch, relay_);
+                relay_failure sent = relay_failure::none;
+                if (p.is_done()) {
+                    // No body (most requests): the header alone, without a relay coroutine.
+                    relay_.header.clear();
+                    append_header(relay_.header, req.base());
+                    relay_.bufs.assign({boost::asio::buffer(relay_.header)});
+                    upstream->expires_after(io_timeout);
+                    if (!write_now(*upstream, relay_.bufs) &&
+                        co_await write_all(*upstream, relay_.bufs))
+                        sent = relay_failure::write;
+                } else {
+                    sent = co_await relay(client_, buf_, p, *upstream, io_timeout, scratch, relay_);
+                }
                 if (sent == relay_failure::read)
                     co_return false; // the client went away or stalled mid-body: nothing to answer
                 if (sent == relay_failure::write && reused && bodyless && attempt == 0)

@@ -42,7 +42,7 @@ error_code timed_socket::result(error_code ec) const {
     return ec;
 }
 
-awaitable<error_code> write_all(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
+bool write_now(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
     error_code ec;
     std::size_t n = s.sock.write_some(bufs, ec);
     // Drop what was written.
@@ -54,24 +54,30 @@ awaitable<error_code> write_all(timed_socket& s, std::vector<asio::const_buffer>
     bufs.erase(bufs.begin(), it);
     if (!bufs.empty() && n > 0)
         bufs.front() += n;
-    if (bufs.empty())
+    return bufs.empty();
+}
+
+awaitable<error_code> write_all(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
+    if (write_now(s, bufs))
         co_return error_code{};
-    if (ec && ec != asio::error::would_block && ec != asio::error::try_again)
-        co_return ec;
     auto [wec, written] = co_await asio::async_write(s.sock, bufs, use_nothrow);
     bufs.clear();
     co_return s.result(wec);
 }
 
 namespace {
+using namespace std::string_view_literals;
+
 void append_fields(std::string& out, const http::fields& f) {
     for (const auto& field : f) {
-        out.append(field.name_string());
-        out.append(": ");
-        out.append(field.value());
-        out.append("\r\n");
+        auto name = field.name_string();
+        auto value = field.value();
+        out.append(name.data(), name.size());
+        out.append(": "sv);
+        out.append(value.data(), value.size());
+        out.append("\r\n"sv);
     }
-    out.append("\r\n");
+    out.append("\r\n"sv);
 }
 } // namespace
 

@@ -128,6 +128,11 @@ write_ready(timed_socket& s, boost::beast::http::serializer<is_request, Body>& s
 awaitable<boost::system::error_code> write_all(timed_socket& s,
                                                std::vector<boost::asio::const_buffer>& bufs);
 
+// write_all's first step alone, for callers that avoid a coroutine when it is enough: true when
+// everything was written; false leaves the rest in `bufs` (would-block or an error: call
+// write_all, which reports the error).
+bool write_now(timed_socket& s, std::vector<boost::asio::const_buffer>& bufs);
+
 // The header of a message as it goes on the wire (start line, fields, empty line), appended to
 // `out`. Beast's serializer does the same through layers of buffer adaptors that cost more than
 // the rest of a small exchange.
