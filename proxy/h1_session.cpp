@@ -485,6 +485,35 @@ class session {
 
             finish_response_header(res, client_version, method, client_keep);
 
+            // A response whose whole body (Content-Length) already arrived with its header is
+            // sent in one write, without a relay coroutine.
+            auto length = rp->content_length();
+            if (rp->is_done() || (length && *length <= relay_buffer_size &&
+                                  upstream_buf.size() >= *length && !res.chunked())) {
+                std::size_t got = 0;
+                if (!rp->is_done()) {
+                    auto& body = res.body();
+                    body.data = scratch;
+                    body.size = relay_buffer_size;
+                    rp->eager(true);
+                    bool progressed = false;
+                    if (parse_body_now(upstream_buf, *rp, progressed) || !rp->is_done())
+                        co_return false;
+                    got = relay_buffer_size - body.size;
+                }
+                relay_.header.clear();
+                append_header(relay_.header, res.base());
+                relay_.bufs.assign({boost::asio::buffer(relay_.header)});
+                if (got > 0)
+                    relay_.bufs.push_back(boost::asio::buffer(scratch, got));
+                client_.expires_after(io_timeout);
+                if (!write_now(client_, relay_.bufs) && co_await write_all(client_, relay_.bufs))
+                    co_return false;
+                if (upstream_keep && p.is_done() && upstream_buf.size() == 0)
+                    ctx_.upstream_pool.put(route.host_port, std::move(upstream->sock));
+                co_return client_keep&& p.is_done();
+            }
+
             auto got = co_await relay(*upstream, upstream_buf, *rp, client_, std::nullopt, scratch,
                                       relay_);
             if (got != relay_failure::none) {
