@@ -94,33 +94,6 @@ awaitable<boost::system::error_code>
 write_ready(timed_socket& s, boost::beast::http::serializer<is_request, Body>& sr,
             std::vector<boost::asio::const_buffer>& bufs);
 
-// The synchronous parts: parse what `buf` already holds. parse_header_now answers need_more
-// when the header is not all there; parse_body_now sets `progressed` when it consumed anything
-// (or the message is done). Only when they cannot go on is a read (a coroutine) needed.
-template <bool is_request>
-boost::system::error_code parse_header_now(boost::beast::flat_buffer& buf,
-                                           boost::beast::http::basic_parser<is_request>& p);
-template <bool is_request>
-boost::system::error_code
-parse_body_now(boost::beast::flat_buffer& buf,
-               boost::beast::http::parser<is_request, boost::beast::http::buffer_body>& p,
-               bool& progressed);
-
-// Parses body bytes into `p`'s buffer_body (its data/size set by the caller): returns once some
-// body or framing was consumed, the body buffer is full, or the message is done.
-template <bool is_request>
-awaitable<boost::system::error_code>
-read_body_some(timed_socket& s, boost::beast::flat_buffer& buf,
-               boost::beast::http::parser<is_request, boost::beast::http::buffer_body>& p);
-
-// Writes what a Beast serializer can produce now, until it needs more body or is done (used
-// for the answers edgegate makes itself; relayed messages are framed by the session).
-// `bufs` is scratch space reused across calls.
-template <bool is_request, class Body>
-awaitable<boost::system::error_code>
-write_ready(timed_socket& s, boost::beast::http::serializer<is_request, Body>& sr,
-            std::vector<boost::asio::const_buffer>& bufs);
-
 // Writes all of `bufs`: a plain non-blocking write first (most writes fit the socket buffer at
 // once, and then no asynchronous operation is needed at all), then asynchronously for whatever
 // did not fit. The socket must be in non-blocking mode. `bufs` is consumed (left with what was not
