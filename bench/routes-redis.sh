@@ -117,86 +117,9 @@ for cpu in "$proxy_cpu" "$load_cpu"; do
 done
 [[ $proxy_cpu != "$load_cpu" ]] || echo "warning: edgegate shares CPU $proxy_cpu with wrk and the backend" >&2
 
-# --- process bookkeeping (as in http1-keepalive.sh) ----------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/edgegate-routes.XXXXXX")
-chmod 755 "$tmp" # nginx workers started by root run as nobody
-pids=()
-declare -A pid_of log_of
-
-# shellcheck disable=SC2317 # invoked by the EXIT trap
-cleanup() {
-    local status=$? pid deadline
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    deadline=$((SECONDS + 5))
-    for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null; do
-            if ((SECONDS >= deadline)); then kill -KILL "$pid" 2>/dev/null || true; break; fi
-            sleep 0.05
-        done
-    done
-    wait 2>/dev/null || true
-    if ((status == 0 && !keep_tmp)); then
-        rm -rf "$tmp"
-    else
-        echo "configs and logs kept in $tmp" >&2
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-start() { # NAME CPU CMD...: runs CMD pinned to CPU in the background, output to $tmp/NAME.log
-    local name=$1 cpu=$2
-    shift 2
-    log_of[$name]="$tmp/$name.log"
-    taskset -c "$cpu" "$@" >"${log_of[$name]}" 2>&1 &
-    pid_of[$name]=$!
-    pids+=($!)
-}
-
-failed() {
-    echo "--- ${log_of[$1]} (last lines)" >&2
-    tail -n 20 "${log_of[$1]}" >&2 || true
-    die "$1: $2"
-}
-
-wait_ready() { # NAME CMD...: polls CMD until it succeeds, for at most 15 s, while NAME lives
-    local name=$1 deadline=$((SECONDS + 15))
-    shift
-    until "$@" >/dev/null 2>&1; do
-        kill -0 "${pid_of[$name]}" 2>/dev/null || failed "$name" "exited during start-up"
-        ((SECONDS < deadline)) || failed "$name" "not ready after 15 s"
-        sleep 0.1
-    done
-}
-
-cpu_ticks() { # user+system ticks of a process (all its threads) and its children
-    local pid total=0 ticks
-    for pid in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        ticks=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}') || continue
-        total=$((total + ${ticks:-0}))
-    done
-    echo "$total"
-}
-cpu_busy_ticks() { # "busy total" ticks of one CPU
-    awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
-}
-busy_percent() {
-    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ");
-        printf "%.1f", 100 * (y[1] - x[1]) / (y[2] - x[2] > 0 ? y[2] - x[2] : 1) }'
-}
-cpu_idle() {
-    local p0 l0
-    p0=$(cpu_busy_ticks "$proxy_cpu")
-    l0=$(cpu_busy_ticks "$load_cpu")
-    sleep 1
-    awk -v p="$(busy_percent "$p0" "$(cpu_busy_ticks "$proxy_cpu")")" \
-        -v l="$(busy_percent "$l0" "$(cpu_busy_ticks "$load_cpu")")" \
-        -v pc="$proxy_cpu" -v lc="$load_cpu" \
-        'BEGIN { printf "cpu%s=%.0f%% cpu%s=%.0f%%", pc, 100 - p, lc, 100 - l }'
-}
-children_ticks() { sed 's/.*) //' "/proc/$$/stat" | awk '{ print $14 + $15 }'; }
+bench_name=routes
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/${pid_of[edgegate]}/status"; }
 
 # --- ports, configs -----------------------------------------------------------------------
