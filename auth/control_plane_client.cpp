@@ -17,6 +17,10 @@ using boost::system::error_code;
 using boost::system::result;
 using tcp = boost::asio::ip::tcp;
 
+struct control_plane_client::prepared {
+    http::request<http::string_body> req;
+};
+
 struct control_plane_client::tls_state {
     ssl::context ctx{ssl::context::tls_client};
     std::vector<std::unique_ptr<beast::ssl_stream<beast::tcp_stream>>> idle;
@@ -33,7 +37,7 @@ bool looks_like_json(const std::string& body) {
 
 // One request/response on an open stream. Sets `keep` when the connection can be reused.
 template <class Stream>
-awaitable<result<api_response>> exchange(Stream& s, const http::request<http::empty_body>& req,
+awaitable<result<api_response>> exchange(Stream& s, const http::request<http::string_body>& req,
                                          std::chrono::milliseconds timeout, bool& keep) {
     beast::get_lowest_layer(s).expires_after(timeout);
     auto [wec, wn] = co_await http::async_write(s, req, use_nothrow);
@@ -65,17 +69,8 @@ control_plane_client::control_plane_client(boost::asio::any_io_executor ex, conf
 
 control_plane_client::~control_plane_client() = default;
 
-awaitable<result<api_response>> control_plane_client::attempt(const std::string& target,
-                                                              const std::string& bearer) {
-    http::request<http::empty_body> req{http::verb::get, target, 11};
-    bool default_port = api_.port == (tls_ ? 443 : 80);
-    req.set(http::field::host, default_port ? api_.host : pool_key_);
-    req.set(http::field::accept, "application/json");
-    req.set(http::field::user_agent, "edgegate/" EDGE_VERSION);
-    if (!bearer.empty())
-        req.set(http::field::authorization, "Bearer " + bearer);
-    req.keep_alive(true);
-
+awaitable<result<api_response>> control_plane_client::attempt(const prepared& prep) {
+    const auto& req = prep.req;
     bool keep = false;
     if (!tls_) {
         // A pooled connection the server closed in between fails at once; one fresh try then.
@@ -132,28 +127,80 @@ awaitable<result<api_response>> control_plane_client::attempt(const std::string&
 awaitable<result<api_response>> control_plane_client::get(std::string path, std::string bearer,
                                                           std::string_view endpoint,
                                                           bool expect_json) {
-    std::string target = api_.path + path;
+    call_options o;
+    o.expect_json = expect_json;
+    co_return co_await call(std::move(path), std::move(bearer), endpoint, std::move(o));
+}
+
+awaitable<result<api_response>> control_plane_client::post(std::string path, std::string bearer,
+                                                           std::string_view endpoint,
+                                                           std::string body, bool expect_json) {
+    call_options o;
+    o.method = "POST";
+    if (!body.empty())
+        o.content_type = "application/json";
+    o.body = std::move(body);
+    o.expect_json = expect_json;
+    co_return co_await call(std::move(path), std::move(bearer), endpoint, std::move(o));
+}
+
+awaitable<result<api_response>> control_plane_client::call(std::string path, std::string bearer,
+                                                           std::string_view endpoint,
+                                                           call_options opts) {
+    auto* breaker = opts_.breaker.get();
+    if (breaker && !breaker->allow())
+        co_return error_code(control_plane_errc::circuit_open);
+
+    prepared prep;
+    auto& req = prep.req;
+    req.method_string(opts.method);
+    req.target(api_.path + path);
+    req.version(11);
+    bool default_port = api_.port == (tls_ ? 443 : 80);
+    req.set(http::field::host, default_port ? api_.host : pool_key_);
+    req.set(http::field::accept, "application/json");
+    req.set(http::field::user_agent, "edgegate/" EDGE_VERSION);
+    if (!bearer.empty())
+        req.set(http::field::authorization, "Bearer " + bearer);
+    for (auto& [k, v] : opts.headers)
+        req.insert(k, v);
+    if (!opts.content_type.empty())
+        req.set(http::field::content_type, opts.content_type);
+    const bool has_body = !opts.body.empty() || opts.method == "POST" || opts.method == "PUT";
+    req.body() = std::move(opts.body);
+    if (has_body)
+        req.content_length(req.body().size());
+    req.keep_alive(true);
+
+    const int tries = opts.tries > 0 ? opts.tries : opts_.tries;
     result<api_response> last = error_code(boost::asio::error::try_again);
     auto backoff = opts_.first_backoff;
-    for (int i = 0; i < opts_.tries; ++i) {
+    for (int i = 0; i < tries; ++i) {
         if (i > 0) {
             boost::asio::steady_timer t(ex_, backoff);
             co_await t.async_wait(use_nothrow);
             backoff *= 2;
         }
-        last = co_await attempt(target, bearer);
+        last = co_await attempt(prep);
         if (!last) {
-            spdlog::warn("control plane GET {}: {} (try {}/{})", endpoint, last.error().message(),
-                         i + 1, opts_.tries);
+            spdlog::warn("control plane {} {}: {} (try {}/{})", opts.method, endpoint,
+                         last.error().message(), i + 1, tries);
             continue;
         }
         auto status = last->status;
         bool retry = status == 502 || status == 503 || status == 504 ||
-                     (expect_json && status >= 200 && status < 300 && !looks_like_json(last->body));
+                     (opts.expect_json && status >= 200 && status < 300 &&
+                      !looks_like_json(last->body));
         if (!retry)
-            co_return last;
-        spdlog::warn("control plane GET {}: answered {} (try {}/{})", endpoint, status, i + 1,
-                     opts_.tries);
+            break;
+        spdlog::warn("control plane {} {}: answered {} (try {}/{})", opts.method, endpoint, status,
+                     i + 1, tries);
+    }
+    if (breaker) {
+        if (last && last->status < 500)
+            breaker->on_success();
+        else
+            breaker->on_failure();
     }
     co_return last;
 }

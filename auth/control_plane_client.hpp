@@ -2,7 +2,10 @@
 // The client for Daytona's API (DAYTONA_API_URL): GET calls with a bearer key over keep-alive
 // HTTP/1.1, a per-try timeout (API_CLIENT_TIMEOUT_SEC) and the contract's retry rule (3 tries,
 // 150 ms then 300 ms apart, on network errors, 502/503/504 and non-JSON bodies where JSON is
-// expected). One per worker thread; not thread-safe.
+// expected). POSTs with a body (last-activity, the OIDC token exchange: any HTTP/1.1 server can
+// be the base URL). An optional circuit breaker, shared by every worker's client, makes an
+// outage fail fast. One per worker thread; not thread-safe.
+#include "auth/circuit_breaker.hpp"
 #include "common/async.hpp"
 #include "common/tcp_pool.hpp"
 #include "conf/config.hpp"
@@ -14,6 +17,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace edge::auth {
 
@@ -28,6 +33,17 @@ class control_plane_client {
         std::chrono::milliseconds timeout{60000};
         std::chrono::milliseconds first_backoff{150};
         int tries = 3;
+        // Shared by the workers' clients so that one outage opens it for all; null: none.
+        std::shared_ptr<circuit_breaker> breaker;
+    };
+
+    struct call_options {
+        std::string method = "GET";
+        std::string body;         // sent with Content-Length when not empty (or for POST)
+        std::string content_type; // of the body
+        std::vector<std::pair<std::string, std::string>> headers; // extra fields
+        bool expect_json = true;  // a 2xx body that is not JSON is retried
+        int tries = 0;            // 0: options::tries; 1 for calls that must not repeat
     };
 
     control_plane_client(boost::asio::any_io_executor ex, conf::url_parts api, options opts);
@@ -39,9 +55,23 @@ class control_plane_client {
     awaitable<boost::system::result<api_response>>
     get(std::string path, std::string bearer, std::string_view endpoint, bool expect_json = true);
 
+    // Any call: {api}{path} with `Authorization: Bearer <bearer>` (none when empty). Retries as
+    // get(); with a breaker set, fails at once with control_plane_errc::circuit_open while it is
+    // open. A 5xx or no answer counts as a failure for the breaker, anything else as a success.
+    awaitable<boost::system::result<api_response>> call(std::string path, std::string bearer,
+                                                        std::string_view endpoint,
+                                                        call_options opts);
+
+    // POST {api}{path} with a JSON (or empty) body.
+    awaitable<boost::system::result<api_response>>
+    post(std::string path, std::string bearer, std::string_view endpoint, std::string body = {},
+         bool expect_json = false);
+
+    const conf::url_parts& base() const noexcept { return api_; }
+
   private:
-    awaitable<boost::system::result<api_response>> attempt(const std::string& target,
-                                                           const std::string& bearer);
+    struct prepared;
+    awaitable<boost::system::result<api_response>> attempt(const prepared& req);
 
     boost::asio::any_io_executor ex_;
     conf::url_parts api_;

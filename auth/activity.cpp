@@ -1,0 +1,168 @@
+#include "auth/activity.hpp"
+
+// g++ 12 reports -Wmismatched-new-delete on some Asio coroutine frames (awaitable_frame_base
+// allocates and frees through its own operators; a false positive, GCC bug 109224).
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+namespace edge::auth {
+namespace redis = routing::redis;
+using clock = std::chrono::steady_clock;
+
+std::string activity_redis_key(std::string_view sandbox_id) {
+    std::string k = "proxy:sandbox-last-activity-update:";
+    k.append(sandbox_id);
+    return k;
+}
+
+bool activity_shared::claim(std::string_view id, clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    if (now >= next_prune_) {
+        for (auto it = last_.begin(); it != last_.end();)
+            it = now - it->second >= min_gap_ ? last_.erase(it) : std::next(it);
+        next_prune_ = now + min_gap_;
+    }
+    auto it = last_.find(id);
+    if (it != last_.end() && now - it->second < min_gap_)
+        return false;
+    if (it == last_.end())
+        last_.emplace(std::string(id), now);
+    else
+        it->second = now;
+    return true;
+}
+
+struct activity_tracker::impl : std::enable_shared_from_this<impl> {
+    impl(boost::asio::any_io_executor ex_, control_plane_client& api_, key_holder& keys_,
+         activity_shared& shared_, redis::client* redis_, options o)
+        : ex(std::move(ex_)), api(api_), keys(keys_), shared(shared_), redis(redis_), opts(o),
+          timer(ex) {}
+
+    boost::asio::any_io_executor ex;
+    control_plane_client& api;
+    key_holder& keys;
+    activity_shared& shared;
+    redis::client* redis;
+    options opts;
+    boost::asio::steady_timer timer;
+    bool running = false;
+    bool stopped = false;
+    // Live requests per sandbox on this worker. Node-based: a handle keeps a pointer to its
+    // counter; entries at zero are swept by the loop.
+    std::unordered_map<std::string, unsigned, string_hash, std::equal_to<>> live;
+    // This worker's last claim per sandbox: spares the process-wide mutex on busy sandboxes.
+    std::unordered_map<std::string, clock::time_point, string_hash, std::equal_to<>> recent;
+
+    void touch(std::string_view id, clock::time_point now) {
+        auto it = recent.find(id);
+        if (it != recent.end() && now - it->second < shared.min_gap())
+            return;
+        if (!shared.claim(id, now))
+            return;
+        if (it == recent.end())
+            recent.emplace(std::string(id), now);
+        else
+            it->second = now;
+        boost::asio::co_spawn(ex, post(shared_from_this(), std::string(id)), boost::asio::detached);
+    }
+
+    static awaitable<void> post(std::shared_ptr<impl> self, std::string id) {
+        if (self->redis && self->redis->current_state() == redis::state::connected) {
+            std::vector<std::string> cmd{"SET",
+                                         activity_redis_key(id),
+                                         R"({"value":true})",
+                                         "NX",
+                                         "EX",
+                                         std::to_string(self->shared.min_gap().count())};
+            auto r = co_await self->redis->command(std::move(cmd));
+            if (r && r->type == redis::reply::kind::nil) {
+                ++self->shared.skipped_redis; // another replica did it within 45 s
+                co_return;
+            }
+            // A Redis error: post anyway (this process's own 45 s limit still holds).
+        }
+        ++self->shared.posted;
+        std::string path = "/sandbox/" + id + "/last-activity";
+        auto r = co_await self->api.post(std::move(path), self->keys.key(), "sandbox/last-activity");
+        if (!r || r->status >= 300) {
+            ++self->shared.failed;
+            spdlog::debug("last-activity for sandbox {}: {}", id,
+                          r ? "answered " + std::to_string(r->status) : r.error().message());
+        }
+    }
+
+    static awaitable<void> loop(std::shared_ptr<impl> self) {
+        while (!self->stopped) {
+            self->timer.expires_after(self->opts.interval);
+            co_await self->timer.async_wait(use_nothrow);
+            if (self->stopped)
+                co_return;
+            auto now = clock::now();
+            for (auto it = self->live.begin(); it != self->live.end();) {
+                if (it->second == 0) {
+                    it = self->live.erase(it);
+                    continue;
+                }
+                self->touch(it->first, now);
+                ++it;
+            }
+            for (auto it = self->recent.begin(); it != self->recent.end();)
+                it = now - it->second >= self->shared.min_gap() ? self->recent.erase(it)
+                                                                 : std::next(it);
+        }
+    }
+};
+
+activity_tracker::activity_tracker(boost::asio::any_io_executor ex, control_plane_client& api,
+                                   key_holder& proxy_keys, activity_shared& shared,
+                                   routing::redis::client* redis, options o)
+    : impl_(std::make_shared<impl>(std::move(ex), api, proxy_keys, shared, redis, o)) {}
+
+activity_tracker::~activity_tracker() { stop(); }
+
+void activity_tracker::handle::reset() noexcept {
+    if (slot_ && *slot_ > 0)
+        --*slot_;
+    slot_ = nullptr;
+}
+
+activity_tracker::handle activity_tracker::start(std::string_view sandbox_id,
+                                                 const header_lookup* headers) {
+    if (headers) {
+        auto skip = headers->first(skip_activity_header);
+        if (skip && *skip == "true")
+            return handle{};
+    }
+    auto& i = *impl_;
+    auto it = i.live.find(sandbox_id);
+    if (it == i.live.end())
+        it = i.live.emplace(std::string(sandbox_id), 0u).first;
+    ++it->second;
+    i.touch(sandbox_id, clock::now());
+    return handle{&it->second};
+}
+
+void activity_tracker::run() {
+    if (impl_->running)
+        return;
+    impl_->running = true;
+    boost::asio::co_spawn(impl_->ex, impl::loop(impl_), boost::asio::detached);
+}
+
+void activity_tracker::stop() {
+    impl_->stopped = true;
+    impl_->timer.cancel();
+}
+
+std::size_t activity_tracker::live_sandboxes() const {
+    std::size_t n = 0;
+    for (auto& [id, count] : impl_->live)
+        n += count > 0;
+    return n;
+}
+
+} // namespace edge::auth
