@@ -1,96 +1,250 @@
 #include "proxy/header_rewrite.hpp"
 
-#include <boost/beast/core/string.hpp>
-
-#include <string>
-#include <vector>
+#include <charconv>
 
 namespace edge::proxy {
-namespace http = boost::beast::http;
-using boost::beast::iequals;
+using h1::iequals;
+using namespace std::string_view_literals;
 
 namespace {
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
+
+bool starts_with_proxy(std::string_view name) {
+    return name.size() >= 6 && iequals(name.substr(0, 6), "proxy-");
 }
 
-template <class F> void for_each_token(std::string_view list, F&& f) {
-    while (!list.empty()) {
-        auto comma = list.find(',');
-        auto token = trim(list.substr(0, comma));
-        if (!token.empty())
-            f(token);
-        if (comma == std::string_view::npos)
-            break;
-        list.remove_prefix(comma + 1);
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out.append(name).append(": "sv).append(value).append("\r\n"sv);
+}
+
+void append_number(std::string& out, std::uint64_t n) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, n);
+    out.append(digits, static_cast<std::size_t>(end - digits));
+}
+
+void append_framing(std::string& out, h1::body_kind body, std::uint64_t length) {
+    if (body == h1::body_kind::length) {
+        out.append("Content-Length: "sv);
+        append_number(out, length);
+        out.append("\r\n"sv);
+    } else if (body == h1::body_kind::chunked) {
+        out.append("Transfer-Encoding: chunked\r\n"sv);
     }
 }
+
+bool listed_in_connection(const h1::head& h, std::string_view name) {
+    if (!h.connection_lists || iequals(name, "host"))
+        return false;
+    bool listed = false;
+    for (const auto& f : h.fields)
+        if (iequals(f.name, "connection"))
+            h1::for_each_token(f.value, [&](std::string_view t) { listed |= iequals(t, name); });
+    return listed;
+}
+
 } // namespace
 
-void strip_hop_by_hop(http::fields& f, bool is_request) {
-    std::vector<std::string> listed;
-    // Beast keeps fields in arrival order; duplicates need not be adjacent, so scan them all.
-    for (auto& fld : f)
-        if (fld.name() == http::field::connection)
-            for_each_token(fld.value(), [&](std::string_view t) { listed.emplace_back(t); });
-    // Host is never hop-by-hop, whatever Connection says (and the proxy still reads it).
-    for (auto& name : listed)
-        if (!iequals(name, "close") && !iequals(name, "keep-alive") && !iequals(name, "host"))
-            f.erase(name);
+bool is_hop_by_hop(const h1::head& h, std::string_view name) {
+    switch (name.size()) {
+    case 2: return iequals(name, "te");
+    case 7:
+        if (iequals(name, "trailer") || iequals(name, "upgrade"))
+            return true;
+        break;
+    case 10:
+        if (iequals(name, "connection") || iequals(name, "keep-alive"))
+            return true;
+        break;
+    case 17:
+        if (iequals(name, "transfer-encoding"))
+            return true;
+        break;
+    default: break;
+    }
+    return starts_with_proxy(name) || listed_in_connection(h, name);
+}
 
-    bool te_trailers = false;
-    if (is_request)
-        for (auto& fld : f)
-            if (fld.name() == http::field::te)
-                for_each_token(fld.value(), [&](std::string_view t) {
-                    te_trailers |= iequals(trim(t.substr(0, t.find(';'))), "trailers");
+void write_request_head(std::string& out, const h1::head& req,
+                        std::span<const std::string_view> target_parts,
+                        const forward_context& c) {
+    out.append(req.method).push_back(' ');
+    for (auto part : target_parts)
+        out.append(part);
+    out.append(" HTTP/1.1\r\nHost: "sv).append(c.upstream_host).append("\r\n"sv);
+
+    std::string_view first_xff;
+    bool more_xff = false, te_trailers = false;
+    for (const auto& f : req.fields) {
+        const auto name = f.name;
+        switch (name.size()) {
+        case 2:
+            if (iequals(name, "te"))
+                h1::for_each_token(f.value, [&](std::string_view t) {
+                    te_trailers |= iequals(t.substr(0, t.find(';')), "trailers");
                 });
-
-    for (auto it = f.begin(); it != f.end();) {
-        auto name = it->name_string();
-        bool hop = it->name() == http::field::connection || it->name() == http::field::keep_alive ||
-                   it->name() == http::field::te || it->name() == http::field::trailer ||
-                   it->name() == http::field::upgrade ||
-                   (name.size() >= 6 && iequals(name.substr(0, 6), "proxy-"));
-        it = hop ? f.erase(it) : std::next(it);
+            break;
+        case 4:
+            if (iequals(name, "host"))
+                continue;
+            break;
+        case 6:
+            if (iequals(name, "expect"))
+                continue;
+            break;
+        case 14:
+            if (iequals(name, "content-length"))
+                continue;
+            break;
+        case 15:
+            if (iequals(name, "x-forwarded-for")) {
+                if (first_xff.data() == nullptr)
+                    first_xff = f.value;
+                else
+                    more_xff = true;
+                continue;
+            }
+            break;
+        case 16:
+            if (iequals(name, "x-forwarded-host"))
+                continue;
+            break;
+        case 17:
+            if (iequals(name, "x-forwarded-proto"))
+                continue;
+            break;
+        case 22:
+            if (iequals(name, "x-daytona-disable-cors"))
+                continue;
+            break;
+        case 23:
+            if (iequals(name, "x-daytona-preview-token") ||
+                iequals(name, "x-daytona-authorization"))
+                continue;
+            break;
+        default: break;
+        }
+        if (is_hop_by_hop(req, name))
+            continue;
+        bool strip = false;
+        for (auto s : c.also_strip)
+            strip |= iequals(s, name);
+        if (strip)
+            continue;
+        append_field(out, name, f.value);
     }
     if (te_trailers)
-        f.set(http::field::te, "trailers");
-}
+        out.append("TE: trailers\r\n"sv);
 
-void rewrite_request(http::fields& f, const forward_context& c) {
-    strip_hop_by_hop(f, true);
-    f.erase("X-Daytona-Preview-Token");
-    f.erase("X-Daytona-Disable-CORS");
-
-    std::string xff;
-    for (auto& fld : f) {
-        if (!iequals(fld.name_string(), "X-Forwarded-For"))
-            continue;
-        if (!xff.empty())
-            xff += ", ";
-        xff += fld.value();
+    out.append("X-Forwarded-For: "sv);
+    if (first_xff.data() != nullptr) {
+        out.append(first_xff);
+        if (more_xff) {
+            bool first = true;
+            for (const auto& f : req.fields) {
+                if (!iequals(f.name, "x-forwarded-for"))
+                    continue;
+                if (first) {
+                    first = false;
+                    continue;
+                }
+                out.append(", "sv).append(f.value);
+            }
+        }
+        out.append(", "sv);
     }
-    if (!xff.empty())
-        xff += ", ";
-    xff += c.client_ip;
-    f.set("X-Forwarded-For", xff);
-    f.set("X-Forwarded-Host", c.original_host);
-    f.set("X-Forwarded-Proto", c.proto);
-    f.set(http::field::host, c.upstream_host);
-
-    std::string bearer;
-    bearer.reserve(7 + c.runner_key.size());
-    bearer.append("Bearer ").append(c.runner_key);
-    f.set("X-Daytona-Authorization", bearer);
+    out.append(c.client_ip).append("\r\n"sv);
+    append_field(out, "X-Forwarded-Host"sv, c.original_host);
+    append_field(out, "X-Forwarded-Proto"sv, c.proto);
+    out.append("X-Daytona-Authorization: Bearer "sv).append(c.runner_key).append("\r\n"sv);
+    if (req.body == h1::body_kind::none && !find(req, "content-length").empty())
+        out.append("Content-Length: 0\r\n"sv);
+    append_framing(out, req.body, req.content_length);
+    out.append("\r\n"sv);
 }
 
-void rewrite_response(http::fields& f) {
-    strip_hop_by_hop(f, false);
+void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
+                         bool keep_alive, unsigned client_version) {
+    out.append("HTTP/1.1 "sv);
+    append_number(out, res.status);
+    out.push_back(' ');
+    out.append(res.reason.empty() ? reason_phrase(res.status) : res.reason).append("\r\n"sv);
+    for (const auto& f : res.fields) {
+        if (f.name.size() == 14 && iequals(f.name, "content-length"))
+            continue;
+        if (is_hop_by_hop(res, f.name))
+            continue;
+        append_field(out, f.name, f.value);
+    }
+    if (body == h1::body_kind::none) {
+        // HEAD and 304 describe the representation: the runner's length stays.
+        if (res.status >= 200 && res.status != 204) {
+            auto length = find(res, "content-length");
+            if (!length.empty())
+                append_field(out, "Content-Length"sv, length);
+        }
+    } else {
+        append_framing(out, body, res.content_length);
+    }
+    if (!keep_alive)
+        out.append("Connection: close\r\n"sv);
+    else if (client_version < 11)
+        out.append("Connection: keep-alive\r\n"sv);
+    out.append("\r\n"sv);
+}
+
+void write_local_response(std::string& out, unsigned status, std::string_view content_type,
+                          std::string_view body, bool keep_alive, bool head_only,
+                          std::span<const h1::field> extra) {
+    out.append("HTTP/1.1 "sv);
+    append_number(out, status);
+    out.push_back(' ');
+    out.append(reason_phrase(status)).append("\r\n"sv);
+    if (!content_type.empty())
+        append_field(out, "Content-Type"sv, content_type);
+    for (const auto& f : extra)
+        append_field(out, f.name, f.value);
+    out.append("Content-Length: "sv);
+    append_number(out, body.size());
+    out.append(keep_alive ? "\r\n\r\n"sv : "\r\nConnection: close\r\n\r\n"sv);
+    if (!head_only)
+        out.append(body);
+}
+
+std::string_view reason_phrase(unsigned status) {
+    switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 417: return "Expectation Failed";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+    }
 }
 
 } // namespace edge::proxy

@@ -1,8 +1,11 @@
 #pragma once
-// Header rules between client and runner (contract §2). Framing (Content-Length,
-// Transfer-Encoding) is the session's business and is left untouched here.
-#include <boost/beast/http/fields.hpp>
+// Header rules between client and runner (contract §2), applied while the outgoing head is
+// written: the parsed head (views into the read buffer) goes out field by field, without a
+// field container in between.
+#include "proxy/h1_codec.hpp"
 
+#include <span>
+#include <string>
 #include <string_view>
 
 namespace edge::proxy {
@@ -13,17 +16,38 @@ struct forward_context {
     std::string_view proto;         // "http" or "https", for X-Forwarded-Proto
     std::string_view upstream_host; // the runner's host[:port], the new Host
     std::string_view runner_key;    // X-Daytona-Authorization: Bearer <runner_key>
+    // Further request fields to drop (e.g. the credential that authenticated the request).
+    std::span<const std::string_view> also_strip = {};
 };
 
-// Removes hop-by-hop fields: those Connection lists, Connection, Keep-Alive, Proxy-*, Trailer,
-// Upgrade, and TE (a request keeps `TE: trailers` when the client asked for it).
-void strip_hop_by_hop(boost::beast::http::fields& f, bool is_request);
+// True for hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-*, TE, Trailer,
+// Transfer-Encoding, Upgrade, and whatever the head's Connection fields list (never Host).
+// Content-Length is framing and handled by the writers, not here.
+bool is_hop_by_hop(const h1::head& h, std::string_view name);
 
-// Client request → runner request: hop-by-hop removed, Daytona's private headers removed, the
-// runner's credential SET (a client-sent X-Daytona-Authorization never passes), X-Forwarded-*.
-void rewrite_request(boost::beast::http::fields& f, const forward_context& c);
+// Client request → runner request head: `{method} {target parts...} HTTP/1.1`, Host set to the
+// runner, hop-by-hop fields and Daytona's private headers removed, the runner's credential SET
+// (a client-sent X-Daytona-Authorization never passes), X-Forwarded-*, `TE: trailers` kept, and
+// the framing of `req.body` (Content-Length or chunked). `Expect` is the proxy's business and is
+// not forwarded.
+void write_request_head(std::string& out, const h1::head& req,
+                        std::span<const std::string_view> target_parts,
+                        const forward_context& c);
 
-// Runner response → client response: hop-by-hop removed, everything else kept (duplicates too).
-void rewrite_response(boost::beast::http::fields& f);
+// Runner response → client response head: the runner's status and reason, every end-to-end
+// field in order (duplicates kept), the framing `body` chosen for the client (a HEAD answer or
+// 304 keeps the runner's Content-Length), and Connection as `keep_alive` and the client's
+// version require.
+void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
+                         bool keep_alive, unsigned client_version);
+
+// Status line, Content-Type, Content-Length, Connection and extra fields for an answer edgegate
+// makes itself (the body is appended too).
+void write_local_response(std::string& out, unsigned status, std::string_view content_type,
+                          std::string_view body, bool keep_alive, bool head_only,
+                          std::span<const h1::field> extra = {});
+
+// The standard reason phrase of a status code.
+std::string_view reason_phrase(unsigned status);
 
 } // namespace edge::proxy

@@ -1,19 +1,16 @@
 #pragma once
-// HTTP/1.1 I/O for the proxy's hot path, driven by hand: Beast's parser and serializer fed from
-// and drained to raw sockets, one socket operation per step. Beast's composed operations and
-// tcp_stream's per-operation timers cost more CPU than the rest of a small request; here a
-// timeout is a deadline field that the worker's ticker checks (socket_watch).
+// Socket plumbing for the proxy's hot path: deadlines checked by the worker's ticker instead of
+// a timer per operation, a read buffer that parsed heads can point into, and writes that try a
+// plain non-blocking write before any asynchronous operation.
 #include "common/async.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/serializer.hpp>
 
+#include <algorithm>
 #include <chrono>
-#include <string>
+#include <cstring>
+#include <memory>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -61,38 +58,63 @@ struct timed_socket {
     bool idle = false; // waiting for the next request on a kept-alive connection
 };
 
-// Reads into `buf` and parses until `p` has a whole header. end_of_stream when the peer closed
-// before sending anything; beast::error::timeout past the deadline.
-template <bool is_request>
-awaitable<boost::system::error_code> read_header(timed_socket& s, boost::beast::flat_buffer& buf,
-                                                 boost::beast::http::basic_parser<is_request>& p);
+// Bytes read from a socket and not consumed yet, contiguous (a parsed head's views point into
+// it until it is consumed). Grows on demand up to what the caller asks for.
+class byte_buffer {
+  public:
+    std::string_view data() const { return {mem_.get() + lo_, hi_ - lo_}; }
+    std::size_t size() const { return hi_ - lo_; }
+    bool empty() const { return hi_ == lo_; }
+    void consume(std::size_t n) {
+        lo_ += n;
+        if (lo_ == hi_)
+            lo_ = hi_ = 0;
+    }
+    void clear() { lo_ = hi_ = 0; }
+    // Room for at least `min` more bytes after the data (moved to the front, or grown).
+    boost::asio::mutable_buffer prepare(std::size_t min) {
+        if (cap_ - hi_ < min) {
+            if (lo_ > 0 && cap_ - (hi_ - lo_) >= min) {
+                std::memmove(mem_.get(), mem_.get() + lo_, hi_ - lo_);
+            } else {
+                std::size_t cap = std::max(cap_ * 2, (hi_ - lo_) + min);
+                auto mem = std::make_unique_for_overwrite<char[]>(cap);
+                if (hi_ > lo_)
+                    std::memcpy(mem.get(), mem_.get() + lo_, hi_ - lo_);
+                mem_ = std::move(mem);
+                cap_ = cap;
+            }
+            hi_ -= lo_;
+            lo_ = 0;
+        }
+        return {mem_.get() + hi_, cap_ - hi_};
+    }
+    void commit(std::size_t n) { hi_ += n; }
+    std::size_t capacity() const { return cap_; }
+    // Takes `mem` (of `cap` bytes) as its memory; the buffer must be empty.
+    void adopt(std::unique_ptr<char[]> mem, std::size_t cap) {
+        mem_ = std::move(mem);
+        cap_ = cap;
+        lo_ = hi_ = 0;
+    }
+    // Gives up its memory (for a pool) when it still has `cap` bytes, and empties the buffer.
+    std::unique_ptr<char[]> release(std::size_t cap) {
+        std::unique_ptr<char[]> out;
+        if (cap_ == cap)
+            out = std::move(mem_);
+        mem_.reset();
+        cap_ = lo_ = hi_ = 0;
+        return out;
+    }
 
-// The synchronous parts: parse what `buf` already holds. parse_header_now answers need_more
-// when the header is not all there; parse_body_now sets `progressed` when it consumed anything
-// (or the message is done). Only when they cannot go on is a read (a coroutine) needed.
-template <bool is_request>
-boost::system::error_code parse_header_now(boost::beast::flat_buffer& buf,
-                                           boost::beast::http::basic_parser<is_request>& p);
-template <bool is_request>
-boost::system::error_code
-parse_body_now(boost::beast::flat_buffer& buf,
-               boost::beast::http::parser<is_request, boost::beast::http::buffer_body>& p,
-               bool& progressed);
+  private:
+    std::unique_ptr<char[]> mem_;
+    std::size_t cap_ = 0, lo_ = 0, hi_ = 0;
+};
 
-// Parses body bytes into `p`'s buffer_body (its data/size set by the caller): returns once some
-// body or framing was consumed, the body buffer is full, or the message is done.
-template <bool is_request>
-awaitable<boost::system::error_code>
-read_body_some(timed_socket& s, boost::beast::flat_buffer& buf,
-               boost::beast::http::parser<is_request, boost::beast::http::buffer_body>& p);
-
-// Writes what a Beast serializer can produce now, until it needs more body or is done (used
-// for the answers edgegate makes itself; relayed messages are framed by the session).
-// `bufs` is scratch space reused across calls.
-template <bool is_request, class Body>
-awaitable<boost::system::error_code>
-write_ready(timed_socket& s, boost::beast::http::serializer<is_request, Body>& sr,
-            std::vector<boost::asio::const_buffer>& bufs);
+// Reads once into `buf` (at least `min_room` bytes of room). 0 bytes and an error on EOF.
+awaitable<boost::system::error_code> read_some(timed_socket& s, byte_buffer& buf,
+                                               std::size_t min_room);
 
 // Writes all of `bufs`: a plain non-blocking write first (most writes fit the socket buffer at
 // once, and then no asynchronous operation is needed at all), then asynchronously for whatever
@@ -105,11 +127,5 @@ awaitable<boost::system::error_code> write_all(timed_socket& s,
 // everything was written; false leaves the rest in `bufs` (would-block or an error: call
 // write_all, which reports the error).
 bool write_now(timed_socket& s, std::vector<boost::asio::const_buffer>& bufs);
-
-// The header of a message as it goes on the wire (start line, fields, empty line), appended to
-// `out`. Beast's serializer does the same through layers of buffer adaptors that cost more than
-// the rest of a small exchange.
-void append_header(std::string& out, const boost::beast::http::request_header<>& h);
-void append_header(std::string& out, const boost::beast::http::response_header<>& h);
 
 } // namespace edge::proxy

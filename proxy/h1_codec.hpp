@@ -1,0 +1,123 @@
+#pragma once
+// HTTP/1.1 message heads and chunked framing, parsed in place (RFC 9112): no allocation per
+// field, no copy of a name or value; a head's views point into the caller's buffer. Strict where
+// a proxy must be (request smuggling): bare LF, obs-fold, whitespace before a colon, a
+// Content-Length beside Transfer-Encoding, conflicting lengths and unknown codings are refused.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+namespace edge::proxy::h1 {
+
+struct field {
+    std::string_view name;
+    std::string_view value; // without surrounding whitespace
+};
+
+// How a message's body is delimited.
+enum class body_kind : std::uint8_t { none, length, chunked, until_close };
+
+struct head {
+    std::string_view method; // requests
+    std::string_view target; // requests
+    unsigned status = 0;     // responses
+    std::string_view reason; // responses
+    unsigned version = 11;   // 10 or 11
+    std::vector<field> fields;
+
+    // Derived from the fields while parsing.
+    body_kind body = body_kind::none;
+    std::uint64_t content_length = 0;
+    bool keep_alive = true;        // Connection and version
+    bool expect_continue = false;  // requests: `Expect: 100-continue`
+    bool connection_lists = false; // Connection names fields beyond close/keep-alive
+    std::string_view host;         // requests: the one Host field
+    std::size_t size = 0;          // bytes of the head, final empty line included
+
+    void clear();
+};
+
+enum class parse_status : std::uint8_t { done, need_more, bad };
+
+struct parse_result {
+    parse_status status;
+    unsigned http_status = 0;  // for `bad`: 400, 431, 501 or 505
+    std::string_view message;  // for `bad`: what is wrong, for the error body and the log
+};
+
+constexpr std::size_t max_head_size = 64 * 1024;
+constexpr std::size_t max_fields = 200;
+
+// Parses a request head from the front of `in`. `need_more` until the empty line arrives (and
+// `bad` with 431 once `in` holds max_head_size bytes without one).
+parse_result parse_request(std::string_view in, head& h);
+// Parses a response head; `head_request` when it answers a HEAD (no body whatever it says).
+parse_result parse_response(std::string_view in, head& h, bool head_request);
+
+// ASCII case-insensitive equality (field names, tokens).
+bool iequals(std::string_view a, std::string_view b);
+// The first field named `name`, or empty.
+std::string_view find(const head& h, std::string_view name);
+// Calls f(token) for each element of a comma-separated list, whitespace trimmed.
+template <class F> void for_each_token(std::string_view list, F&& f) {
+    while (!list.empty()) {
+        auto comma = list.find(',');
+        auto token = list.substr(0, comma);
+        while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+            token.remove_prefix(1);
+        while (!token.empty() && (token.back() == ' ' || token.back() == '\t'))
+            token.remove_suffix(1);
+        if (!token.empty())
+            f(token);
+        if (comma == std::string_view::npos)
+            break;
+        list.remove_prefix(comma + 1);
+    }
+}
+
+// Walks a chunked body: tells how many bytes of the input belong to the message and where its
+// data is. Chunk extensions and trailer fields are checked, then skipped.
+class chunked_decoder {
+  public:
+    struct result {
+        std::size_t used = 0; // bytes of `in` consumed (all of it unless the body ended)
+        bool done = false;    // the last chunk and the trailer section are through
+        bool bad = false;     // malformed framing
+    };
+    // `on_data(std::string_view)` is called for each piece of chunk data in `in`.
+    template <class F> result feed(std::string_view in, F&& on_data) {
+        result r;
+        while (r.used < in.size() && !r.done && !r.bad) {
+            if (state_ == state::data) {
+                auto n = static_cast<std::size_t>(
+                    std::min<std::uint64_t>(remaining_, in.size() - r.used));
+                on_data(in.substr(r.used, n));
+                r.used += n;
+                remaining_ -= n;
+                if (remaining_ == 0)
+                    state_ = state::data_cr;
+                continue;
+            }
+            step(in[r.used++], r);
+        }
+        return r;
+    }
+    void reset() { *this = chunked_decoder{}; }
+    bool done() const { return state_ == state::done; }
+
+  private:
+    enum class state : std::uint8_t {
+        size, ext, size_lf, data, data_cr, data_lf, trailer_start, trailer, trailer_lf,
+        last_lf, done
+    };
+    void step(char c, result& r);
+
+    state state_ = state::size;
+    std::uint64_t remaining_ = 0;
+    unsigned digits_ = 0;
+    std::size_t trailer_bytes_ = 0;
+};
+
+} // namespace edge::proxy::h1

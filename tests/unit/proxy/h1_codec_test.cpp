@@ -1,0 +1,180 @@
+#include "proxy/h1_codec.hpp"
+
+#include <catch2/catch.hpp>
+
+#include <string>
+
+using namespace edge::proxy::h1;
+
+TEST_CASE("a request head is parsed in place", "[h1]") {
+    std::string in = "POST /a%2Fb?x=%20 HTTP/1.1\r\nHost: 3000-abc.example.com\r\n"
+                     "Content-Length: 5\r\nX-Multi: a\r\nx-multi:  b \r\n\r\nhello";
+    head h;
+    auto r = parse_request(in, h);
+    REQUIRE(r.status == parse_status::done);
+    CHECK(h.method == "POST");
+    CHECK(h.target == "/a%2Fb?x=%20");
+    CHECK(h.version == 11);
+    CHECK(h.host == "3000-abc.example.com");
+    CHECK(h.body == body_kind::length);
+    CHECK(h.content_length == 5);
+    CHECK(h.keep_alive);
+    CHECK(in.substr(h.size) == "hello");
+    REQUIRE(h.fields.size() == 4);
+    CHECK(h.fields[3].name == "x-multi");
+    CHECK(h.fields[3].value == "b");
+}
+
+TEST_CASE("an incomplete head asks for more, at any cut", "[h1]") {
+    std::string in = "GET / HTTP/1.1\r\nHost: a.b\r\n\r\n";
+    head h;
+    for (std::size_t cut = 0; cut < in.size(); ++cut) {
+        CAPTURE(cut);
+        CHECK(parse_request(std::string_view(in).substr(0, cut), h).status ==
+              parse_status::need_more);
+    }
+    CHECK(parse_request(in, h).status == parse_status::done);
+}
+
+TEST_CASE("keep-alive follows the version and Connection", "[h1]") {
+    head h;
+    REQUIRE(parse_request("GET / HTTP/1.0\r\nHost: a\r\n\r\n", h).status == parse_status::done);
+    CHECK_FALSE(h.keep_alive);
+    REQUIRE(parse_request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", h).status ==
+            parse_status::done);
+    CHECK(h.keep_alive);
+    REQUIRE(parse_request("GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n", h).status ==
+            parse_status::done);
+    CHECK_FALSE(h.keep_alive);
+    CHECK(h.connection_lists);
+}
+
+TEST_CASE("requests that could smuggle or confuse are refused with the right status", "[h1]") {
+    struct row {
+        const char* text;
+        unsigned status;
+    };
+    const row rows[] = {
+        {"GET / HTTP/1.1\nHost: a\r\n\r\n", 400},                                 // bare LF
+        {"GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400},                         // bare LF
+        {"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400},                    // obs-fold
+        {"GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400},                              // space before :
+        {"GET / HTTP/1.1\r\n: a\r\n\r\n", 400},                                   // empty name
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},                    // two Hosts
+        {"GET / HTTP/1.1\r\nX: a\x01\r\n\r\n", 400},                              // control char
+        {"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nContent-Length: 1,1\r\n\r\n", 400},
+        {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501},
+        {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501},
+        {"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+        {"GET / HTTP/2.0\r\n\r\n", 505},
+        {"GET / HTTX/1.1\r\n\r\n", 400},
+        {"GET  / HTTP/1.1\r\n\r\n", 400},
+        {"GET /a b HTTP/1.1\r\n\r\n", 400},
+        {"G(T / HTTP/1.1\r\n\r\n", 400},
+    };
+    for (const auto& row : rows) {
+        CAPTURE(row.text);
+        head h;
+        auto r = parse_request(row.text, h);
+        CHECK(r.status == parse_status::bad);
+        CHECK(r.http_status == row.status);
+        CHECK_FALSE(r.message.empty());
+    }
+}
+
+TEST_CASE("equal duplicate Content-Lengths are one length", "[h1]") {
+    head h;
+    REQUIRE(parse_request("PUT / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n", h)
+                .status == parse_status::done);
+    CHECK(h.content_length == 3);
+}
+
+TEST_CASE("a head larger than 64 KiB gets 431", "[h1]") {
+    std::string in = "GET / HTTP/1.1\r\n";
+    while (in.size() < max_head_size)
+        in += "X-Filler: " + std::string(100, 'x') + "\r\n";
+    head h;
+    auto r = parse_request(in, h);
+    CHECK(r.status == parse_status::bad);
+    CHECK(r.http_status == 431);
+}
+
+TEST_CASE("response framing follows RFC 9112 section 6.3", "[h1]") {
+    head h;
+    REQUIRE(parse_response("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", h, false).status ==
+            parse_status::done);
+    CHECK(h.body == body_kind::length);
+    CHECK(h.reason == "OK");
+    REQUIRE(parse_response("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", h, true).status ==
+            parse_status::done);
+    CHECK(h.body == body_kind::none);
+    REQUIRE(parse_response("HTTP/1.1 204 No Content\r\n\r\n", h, false).status ==
+            parse_status::done);
+    CHECK(h.body == body_kind::none);
+    REQUIRE(parse_response("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", h, false)
+                .status == parse_status::done);
+    CHECK(h.body == body_kind::none);
+    REQUIRE(parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                           h, false)
+                .status == parse_status::done);
+    CHECK(h.body == body_kind::chunked);
+    REQUIRE(parse_response("HTTP/1.0 200 OK\r\n\r\n", h, false).status == parse_status::done);
+    CHECK(h.body == body_kind::until_close);
+    CHECK_FALSE(h.keep_alive);
+    REQUIRE(parse_response("HTTP/1.1 200\r\n\r\n", h, false).status == parse_status::done);
+    CHECK(h.status == 200);
+    CHECK(h.reason.empty());
+    CHECK(parse_response("HTTP/1.1 2000 OK\r\n\r\n", h, false).status == parse_status::bad);
+    CHECK(parse_response("ICY 200 OK\r\n\r\n", h, false).http_status == 502);
+}
+
+namespace {
+// Feeds `wire` to a decoder in pieces of `step` bytes; returns the data and how much was used.
+std::string decode(const std::string& wire, std::size_t step, std::size_t& used, bool& done,
+                   bool& bad) {
+    chunked_decoder d;
+    std::string data;
+    used = 0;
+    done = bad = false;
+    while (used < wire.size() && !done && !bad) {
+        auto piece = std::string_view(wire).substr(used, step);
+        auto r = d.feed(piece, [&](std::string_view s) { data.append(s); });
+        used += r.used;
+        done = r.done;
+        bad = r.bad;
+        if (r.used < piece.size() && !done && !bad)
+            FAIL("decoder stopped early");
+    }
+    return data;
+}
+} // namespace
+
+TEST_CASE("chunked bodies are decoded at any split and end exactly", "[h1]") {
+    const std::string wire = "5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Sum: 1\r\n\r\nNEXT";
+    for (std::size_t step : {1u, 2u, 3u, 7u, 100u}) {
+        CAPTURE(step);
+        std::size_t used = 0;
+        bool done = false, bad = false;
+        auto data = decode(wire, step, used, done, bad);
+        CHECK(data == "hello0123456789");
+        CHECK(done);
+        CHECK_FALSE(bad);
+        CHECK(wire.substr(used) == "NEXT");
+    }
+}
+
+TEST_CASE("malformed chunk framing is refused", "[h1]") {
+    for (std::string wire : {"x\r\n", "5\r\nhelloX\r\n", "\r\n", "5\nhello\r\n",
+                             "10000000000000000\r\n", "0\r\nbad header\x01\r\n\r\n",
+                             "0\r\n\r\r"}) {
+        CAPTURE(wire);
+        std::size_t used = 0;
+        bool done = false, bad = false;
+        decode(wire, 100, used, done, bad);
+        CHECK(bad);
+        CHECK_FALSE(done);
+    }
+}
