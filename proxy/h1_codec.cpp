@@ -40,14 +40,6 @@ char lower(char c) {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
 }
 
-std::string_view trim(std::string_view s) {
-    while (!s.empty() && (s.front() == ' ' || s.front() == '\t'))
-        s.remove_prefix(1);
-    while (!s.empty() && (s.back() == ' ' || s.back() == '\t'))
-        s.remove_suffix(1);
-    return s;
-}
-
 parse_result bad(unsigned status, std::string_view message) {
     return {parse_status::bad, status, message};
 }
@@ -88,38 +80,63 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
                           bool head_request) {
     bool close = false, keep = false, te = false, te_chunked_last = false, te_other = false,
          has_length = false, host_seen = false;
+    const char* const begin = in.data();
+    const char* const end = begin + in.size();
+    auto need_more = [&] {
+        if (in.size() >= max_head_size)
+            return bad(431, "the request header is larger than 64 KiB");
+        return parse_result{parse_status::need_more, 0, {}};
+    };
+    const char* p = begin + pos;
     for (;;) {
-        std::string_view line;
-        bool bare_lf = false;
-        if (!next_line(in, pos, line, bare_lf)) {
-            if (in.size() >= max_head_size)
-                return bad(431, "the request header is larger than 64 KiB");
-            return {parse_status::need_more, 0, {}};
-        }
-        if (bare_lf)
-            return bad(400, "a header line ends with a bare LF");
-        if (line.empty())
+        // One pass per line: the name's characters, optional whitespace, the value's characters,
+        // then CRLF; anything else is malformed.
+        if (p == end)
+            return need_more();
+        if (*p == '\r') {
+            if (p + 1 == end)
+                return need_more();
+            if (p[1] != '\n')
+                return bad(400, "a bare CR in the header");
+            p += 2;
             break;
-        if (line.front() == ' ' || line.front() == '\t')
+        }
+        if (*p == ' ' || *p == '\t')
             return bad(400, "obsolete line folding in a header field");
-        auto colon = line.find(':');
-        if (colon == std::string_view::npos || colon == 0)
-            return bad(400, "a header line without a field name");
-        auto name = line.substr(0, colon);
-        for (char c : name)
-            if (!is_tchar(c))
-                return bad(400, "invalid character in a header field name");
-        auto value = trim(line.substr(colon + 1));
-        for (char c : value)
-            if (!is_value_char(c))
-                return bad(400, "invalid character in a header field value");
+        const char* name_begin = p;
+        while (p != end && is_tchar(*p))
+            ++p;
+        if (p == end)
+            return need_more();
+        if (*p != ':' || p == name_begin)
+            return bad(400, *p == '\n' ? std::string_view("a header line ends with a bare LF")
+                                        : std::string_view("malformed header field name"));
+        std::string_view name(name_begin, static_cast<std::size_t>(p - name_begin));
+        ++p;
+        while (p != end && (*p == ' ' || *p == '\t'))
+            ++p;
+        const char* value_begin = p;
+        while (p != end && is_value_char(*p))
+            ++p;
+        if (p == end || (*p == '\r' && p + 1 == end))
+            return need_more();
+        if (*p != '\r')
+            return bad(400, *p == '\n' ? std::string_view("a header line ends with a bare LF")
+                                        : std::string_view("invalid character in a header field value"));
+        if (p[1] != '\n')
+            return bad(400, "a bare CR in the header");
+        const char* value_end = p;
+        while (value_end != value_begin && (value_end[-1] == ' ' || value_end[-1] == '\t'))
+            --value_end;
+        std::string_view value(value_begin, static_cast<std::size_t>(value_end - value_begin));
+        p += 2;
         if (h.fields.size() == max_fields)
             return bad(431, "too many header fields");
         h.fields.push_back({name, value});
 
         switch (name.size()) {
         case 4:
-            if (is_request && iequals(name, "host")) {
+            if (is_request && lower_equals(name, "host")) {
                 if (host_seen)
                     return bad(400, "more than one Host field");
                 host_seen = true;
@@ -127,11 +144,11 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
             }
             break;
         case 6:
-            if (is_request && iequals(name, "expect") && iequals(value, "100-continue"))
+            if (is_request && lower_equals(name, "expect") && iequals(value, "100-continue"))
                 h.expect_continue = true;
             break;
         case 10:
-            if (iequals(name, "connection"))
+            if (lower_equals(name, "connection"))
                 for_each_token(value, [&](std::string_view t) {
                     if (iequals(t, "close"))
                         close = true;
@@ -142,7 +159,7 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
                 });
             break;
         case 14:
-            if (iequals(name, "content-length")) {
+            if (lower_equals(name, "content-length")) {
                 std::uint64_t n = 0;
                 if (!parse_length(value, n))
                     return bad(400, "invalid Content-Length");
@@ -153,7 +170,7 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
             }
             break;
         case 17:
-            if (iequals(name, "transfer-encoding")) {
+            if (lower_equals(name, "transfer-encoding")) {
                 te = true;
                 for_each_token(value, [&](std::string_view t) {
                     if (te_chunked_last)
@@ -168,7 +185,7 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
         default: break;
         }
     }
-    h.size = pos;
+    h.size = static_cast<std::size_t>(p - begin);
     h.keep_alive = h.version >= 11 ? !close : (keep && !close);
 
     if (is_request) {
@@ -211,6 +228,17 @@ void head::clear() {
     expect_continue = false;
     connection_lists = false;
     size = 0;
+}
+
+bool lower_equals(std::string_view name, std::string_view lower) {
+    if (name.size() != lower.size())
+        return false;
+    // Setting bit 5 lowercases ASCII letters; it also maps a few non-letters onto others, none of
+    // which occur in the lowercase names (letters, digits, '-') this is used with.
+    for (std::size_t i = 0; i < name.size(); ++i)
+        if ((name[i] | 0x20) != lower[i])
+            return false;
+    return true;
 }
 
 bool iequals(std::string_view a, std::string_view b) {

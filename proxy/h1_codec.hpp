@@ -58,6 +58,9 @@ parse_result parse_response(std::string_view in, head& h, bool head_request);
 
 // ASCII case-insensitive equality (field names, tokens).
 bool iequals(std::string_view a, std::string_view b);
+// Equality of a field name with a lowercase name made of letters, digits and '-' (cheaper than
+// iequals; for comparisons with known names).
+bool lower_equals(std::string_view name, std::string_view lower);
 // The first field named `name`, or empty.
 std::string_view find(const head& h, std::string_view name);
 // Calls f(token) for each element of a comma-separated list, whitespace trimmed.

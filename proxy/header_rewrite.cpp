@@ -4,12 +4,13 @@
 
 namespace edge::proxy {
 using h1::iequals;
+using h1::lower_equals;
 using namespace std::string_view_literals;
 
 namespace {
 
 bool starts_with_proxy(std::string_view name) {
-    return name.size() >= 6 && iequals(name.substr(0, 6), "proxy-");
+    return name.size() >= 6 && lower_equals(name.substr(0, 6), "proxy-");
 }
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
@@ -33,11 +34,11 @@ void append_framing(std::string& out, h1::body_kind body, std::uint64_t length) 
 }
 
 bool listed_in_connection(const h1::head& h, std::string_view name) {
-    if (!h.connection_lists || iequals(name, "host"))
+    if (!h.connection_lists || lower_equals(name, "host"))
         return false;
     bool listed = false;
     for (const auto& f : h.fields)
-        if (iequals(f.name, "connection"))
+        if (lower_equals(f.name, "connection"))
             h1::for_each_token(f.value, [&](std::string_view t) { listed |= iequals(t, name); });
     return listed;
 }
@@ -46,17 +47,17 @@ bool listed_in_connection(const h1::head& h, std::string_view name) {
 
 bool is_hop_by_hop(const h1::head& h, std::string_view name) {
     switch (name.size()) {
-    case 2: return iequals(name, "te");
+    case 2: return lower_equals(name, "te");
     case 7:
-        if (iequals(name, "trailer") || iequals(name, "upgrade"))
+        if (lower_equals(name, "trailer") || lower_equals(name, "upgrade"))
             return true;
         break;
     case 10:
-        if (iequals(name, "connection") || iequals(name, "keep-alive"))
+        if (lower_equals(name, "connection") || lower_equals(name, "keep-alive"))
             return true;
         break;
     case 17:
-        if (iequals(name, "transfer-encoding"))
+        if (lower_equals(name, "transfer-encoding"))
             return true;
         break;
     default: break;
@@ -78,25 +79,25 @@ void write_request_head(std::string& out, const h1::head& req,
         const auto name = f.name;
         switch (name.size()) {
         case 2:
-            if (iequals(name, "te"))
+            if (lower_equals(name, "te"))
                 h1::for_each_token(f.value, [&](std::string_view t) {
                     te_trailers |= iequals(t.substr(0, t.find(';')), "trailers");
                 });
             break;
         case 4:
-            if (iequals(name, "host"))
+            if (lower_equals(name, "host"))
                 continue;
             break;
         case 6:
-            if (iequals(name, "expect"))
+            if (lower_equals(name, "expect"))
                 continue;
             break;
         case 14:
-            if (iequals(name, "content-length"))
+            if (lower_equals(name, "content-length"))
                 continue;
             break;
         case 15:
-            if (iequals(name, "x-forwarded-for")) {
+            if (lower_equals(name, "x-forwarded-for")) {
                 if (first_xff.data() == nullptr)
                     first_xff = f.value;
                 else
@@ -105,20 +106,20 @@ void write_request_head(std::string& out, const h1::head& req,
             }
             break;
         case 16:
-            if (iequals(name, "x-forwarded-host"))
+            if (lower_equals(name, "x-forwarded-host"))
                 continue;
             break;
         case 17:
-            if (iequals(name, "x-forwarded-proto"))
+            if (lower_equals(name, "x-forwarded-proto"))
                 continue;
             break;
         case 22:
-            if (iequals(name, "x-daytona-disable-cors"))
+            if (lower_equals(name, "x-daytona-disable-cors"))
                 continue;
             break;
         case 23:
-            if (iequals(name, "x-daytona-preview-token") ||
-                iequals(name, "x-daytona-authorization"))
+            if (lower_equals(name, "x-daytona-preview-token") ||
+                lower_equals(name, "x-daytona-authorization"))
                 continue;
             break;
         default: break;
@@ -141,7 +142,7 @@ void write_request_head(std::string& out, const h1::head& req,
         if (more_xff) {
             bool first = true;
             for (const auto& f : req.fields) {
-                if (!iequals(f.name, "x-forwarded-for"))
+                if (!lower_equals(f.name, "x-forwarded-for"))
                     continue;
                 if (first) {
                     first = false;
@@ -169,7 +170,7 @@ void write_response_head(std::string& out, const h1::head& res, h1::body_kind bo
     out.push_back(' ');
     out.append(res.reason.empty() ? reason_phrase(res.status) : res.reason).append("\r\n"sv);
     for (const auto& f : res.fields) {
-        if (f.name.size() == 14 && iequals(f.name, "content-length"))
+        if (f.name.size() == 14 && lower_equals(f.name, "content-length"))
             continue;
         if (is_hop_by_hop(res, f.name))
             continue;
