@@ -10,6 +10,7 @@
 #include "routing/redis/redis_client.hpp"
 #include "routing/redis_route_source.hpp"
 #include "routing/redis_tracking.hpp"
+#include "sshgw/gateway.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -49,7 +50,10 @@ Settings (environment, Daytona's names; see docs/configuration.md):
   ROUTE_CACHE_MAX_ENTRIES=1000000, ROUTE_CACHE_MAX_MB=256
   COOKIE_DOMAIN, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_DOMAIN, OIDC_PUBLIC_DOMAIN, OIDC_AUDIENCE
   TOOLBOX_ONLY_MODE=false, PREVIEW_WARNING_ENABLED=false, SHUTDOWN_TIMEOUT_SEC=3600, METRICS_PORT
-  SSH_GATEWAY_PORT=2222, SSH_GATEWAY_API_KEY (alias API_KEY), SSH_PRIVATE_KEY, SSH_HOST_KEY
+  SSH_GATEWAY_PORT=2222, SSH_GATEWAY_API_KEY (alias API_KEY), SSH_PRIVATE_KEY, SSH_HOST_KEY,
+  SSH_PRIVATE_KEY_FILE, SSH_HOST_KEY_FILE, RUNNER_SSH_PORT=2220, SSH_KNOWN_HOSTS_FILE,
+  SSH_RUNNER_HOST_KEY_CHECK=tofu, SSH_LOGIN_GRACE_SEC=30, SSH_MAX_UNAUTHENTICATED=256,
+  SSH_TOKEN_CACHE_SEC=10  (the SSH gateway runs when SSH_GATEWAY_API_KEY and a private key are set)
   EDGEGATE_WORKERS=0 (one per core), UPSTREAM_CONNECT_TIMEOUT_SEC=5,
   UPSTREAM_RESPONSE_TIMEOUT_SEC=60, LOG_LEVEL=info
 )";
@@ -62,6 +66,7 @@ struct worker {
     std::unique_ptr<edge::routing::cached_route_source> routes;
     std::unique_ptr<edge::proxy::worker_context> ctx;
     std::unique_ptr<tcp::acceptor> acceptor;
+    std::unique_ptr<edge::sshgw::gateway> ssh;
 };
 } // namespace
 
@@ -153,6 +158,23 @@ int main(int argc, char** argv) {
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
             asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);
         }
+        // The SSH gateway: same workers, same route sources and control-plane clients.
+        std::string ssh_off;
+        if (edge::sshgw::wanted(*cfg, ssh_off)) {
+            auto ssh_shared = edge::sshgw::make_shared_state(cfg);
+            tcp::endpoint ssh_ep(asio::ip::make_address(cfg->bind_address),
+                                 cfg->ssh_gateway_port);
+            for (unsigned i = 0; i < rt.size(); ++i) {
+                auto& w = workers[i];
+                w.ssh = std::make_unique<edge::sshgw::gateway>(rt.worker(i).get_executor(),
+                                                               ssh_shared, *w.api, *w.routes);
+                w.ssh->start(ssh_ep);
+            }
+            spdlog::info("ssh gateway listening on {}:{}, runners' SSH on port {}",
+                         cfg->bind_address, cfg->ssh_gateway_port, cfg->runner_ssh_port);
+        } else if (!cfg->ssh_gateway_api_key.empty()) {
+            spdlog::warn("ssh gateway off: {}", ssh_off);
+        }
         std::unique_ptr<edge::routing::redis_tracking> tracking;
         if (use_redis) {
             for (auto& w : workers)
@@ -207,6 +229,8 @@ int main(int argc, char** argv) {
                     asio::post(rt.worker(i), [&w = workers[i]] {
                         boost::system::error_code ignored;
                         w.acceptor->close(ignored);
+                        if (w.ssh)
+                            w.ssh->stop_accepting();
                         w.ctx->begin_drain();
                     });
                 signals.async_wait(on_signal);

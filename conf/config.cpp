@@ -171,6 +171,14 @@ const std::vector<std::string>& known_keys() {
                                                   "SSH_GATEWAY_API_KEY",
                                                   "SSH_PRIVATE_KEY",
                                                   "SSH_HOST_KEY",
+                                                  "SSH_HOST_KEY_FILE",
+                                                  "SSH_PRIVATE_KEY_FILE",
+                                                  "RUNNER_SSH_PORT",
+                                                  "SSH_KNOWN_HOSTS_FILE",
+                                                  "SSH_RUNNER_HOST_KEY_CHECK",
+                                                  "SSH_LOGIN_GRACE_SEC",
+                                                  "SSH_MAX_UNAUTHENTICATED",
+                                                  "SSH_TOKEN_CACHE_SEC",
                                                   "EDGEGATE_WORKERS",
                                                   "UPSTREAM_CONNECT_TIMEOUT_SEC",
                                                   "UPSTREAM_RESPONSE_TIMEOUT_SEC",
@@ -309,6 +317,36 @@ load_result load(const key_values& env, const key_values& file) {
         else
             *out = std::move(*decoded);
     }
+    for (auto [key, path] : {std::pair{"SSH_HOST_KEY_FILE", &c.ssh_host_key_file},
+                             std::pair{"SSH_PRIVATE_KEY_FILE", &c.ssh_private_key_file},
+                             std::pair{"SSH_KNOWN_HOSTS_FILE", &c.ssh_known_hosts_file}}) {
+        l.text(key, *path);
+        if (!path->empty() && !readable(*path))
+            l.bad(key, *path, "a readable file");
+    }
+    if (!c.ssh_host_key.empty() && !c.ssh_host_key_file.empty())
+        l.bad("SSH_HOST_KEY_FILE", c.ssh_host_key_file, "unset when SSH_HOST_KEY is set (one or the other)");
+    if (!c.ssh_private_key.empty() && !c.ssh_private_key_file.empty())
+        l.bad("SSH_PRIVATE_KEY_FILE", c.ssh_private_key_file,
+              "unset when SSH_PRIVATE_KEY is set (one or the other)");
+    l.number("RUNNER_SSH_PORT", c.runner_ssh_port, 1, 65535, port_expected);
+    if (!c.ssh_known_hosts_file.empty())
+        c.ssh_runner_host_key_check = "known-hosts";
+    l.text("SSH_RUNNER_HOST_KEY_CHECK", c.ssh_runner_host_key_check);
+    if (c.ssh_runner_host_key_check != "tofu" && c.ssh_runner_host_key_check != "known-hosts" &&
+        c.ssh_runner_host_key_check != "off")
+        l.bad("SSH_RUNNER_HOST_KEY_CHECK", c.ssh_runner_host_key_check,
+              "one of tofu (trust a runner's first host key, refuse a change), known-hosts "
+              "(SSH_KNOWN_HOSTS_FILE), off");
+    else if (c.ssh_runner_host_key_check == "known-hosts" && c.ssh_known_hosts_file.empty())
+        l.secret_problem("SSH_KNOWN_HOSTS_FILE",
+                         "missing: required when SSH_RUNNER_HOST_KEY_CHECK=known-hosts");
+    l.number("SSH_LOGIN_GRACE_SEC", c.ssh_login_grace_sec, 1, 600,
+             "a number of seconds from 1 to 600");
+    l.number("SSH_MAX_UNAUTHENTICATED", c.ssh_max_unauthenticated, 1, 100000,
+             "a number of connections from 1 to 100000");
+    l.number("SSH_TOKEN_CACHE_SEC", c.ssh_token_cache_sec, 0, 3600,
+             "a number of seconds from 0 to 3600");
     if (c.proxy_port == c.ssh_gateway_port && !c.ssh_gateway_api_key.empty())
         l.bad("SSH_GATEWAY_PORT", std::to_string(c.ssh_gateway_port),
               "a port other than PROXY_PORT");

@@ -72,6 +72,14 @@ struct config {
     std::string ssh_gateway_api_key;
     std::string ssh_private_key; // decoded PEM/OpenSSH text
     std::string ssh_host_key;    // decoded PEM text
+    std::string ssh_host_key_file;
+    std::string ssh_private_key_file;
+    std::uint16_t runner_ssh_port = 2220;
+    std::string ssh_known_hosts_file;
+    std::string ssh_runner_host_key_check = "tofu"; // tofu | known-hosts | off
+    unsigned ssh_login_grace_sec = 30;
+    unsigned ssh_max_unauthenticated = 256;
+    unsigned ssh_token_cache_sec = 10;
 };
 
 using key_values = std::map<std::string, std::string>;

@@ -1,0 +1,142 @@
+#pragma once
+// One client connection: a libssh server session on the accepted socket, after login ONE libssh
+// client session to the sandbox's runner, and the relay of every channel and global request
+// between them. Both sockets are watched by Asio; on each readiness event libssh is polled until
+// it has nothing left (ssh_event_dopoll until SSH_AGAIN: libssh reads 4 KiB per call while Asio's
+// epoll is edge-triggered), then its message queues are served. Lives on one worker thread; owned
+// by shared_ptr (pending waits and coroutines hold it).
+#include "sshgw/activity.hpp"
+#include "sshgw/libssh.hpp"
+#include "sshgw/login.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace edge::sshgw {
+
+struct gateway_shared {
+    std::shared_ptr<const conf::config> cfg;
+    std::string host_key_text;    // OpenSSH/PEM private key text
+    std::string private_key_text; // toward runners
+    std::mutex tofu_mu;
+    std::unordered_map<std::string, std::string> tofu; // "host:port" → SHA256 fingerprint
+    std::atomic<unsigned> unauthenticated{0};
+    activity_clock activity;
+};
+
+class connection;
+
+namespace detail {
+// Everything a connection needs from its worker.
+struct worker_state {
+    worker_state(boost::asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
+                 auth::control_plane_client& api, routing::route_source& routes);
+    boost::asio::any_io_executor ex;
+    std::shared_ptr<gateway_shared> shared;
+    const conf::config& cfg;
+    bind_ptr bind;
+    key_ptr runner_key;
+    token_validator validator;
+    activity_reporter activity;
+    std::vector<char> scratch;
+    std::unordered_set<connection*> live;
+};
+} // namespace detail
+
+class connection : public std::enable_shared_from_this<connection> {
+  public:
+    connection(detail::worker_state& w, boost::asio::ip::tcp::socket sock);
+    ~connection();
+    void start();
+
+    struct side;
+    struct channel_pair;
+
+  private:
+    enum class phase { kex, auth, validating, connecting, handshake, upstream_auth, relay, done };
+    struct action {
+        std::function<int()> run; // SSH_OK, SSH_ERROR or SSH_AGAIN (call again later)
+        ssh_message reply_to = nullptr;
+        bool global = false;
+        std::function<void(int)> then; // optional, after run() finished
+    };
+
+    void pump();
+    void drive_io();
+    void step();
+    void arm();
+    void on_ready(bool upstream, bool write);
+
+    void serve_client_message(ssh_message m);
+    void serve_runner_message(ssh_message m);
+    void begin_login(ssh_message m, std::string token);
+    void deny_auth(ssh_message m);
+    void login_done(login_result r);
+    void connect_upstream(std::string host);
+    void upstream_connected();
+    bool check_runner_host_key();
+    void upstream_ready();
+
+    channel_pair& new_pair();
+    void open_from_client(ssh_message m);
+    void open_from_runner(ssh_message m);
+    void channel_request_from_client(ssh_message m);
+    void global_request_from_client(ssh_message m);
+    void attach(channel_pair& p);
+    bool run_actions(std::deque<action>& q);
+    void service_pair(channel_pair& p);
+    void reap_pairs();
+
+    void fail(const std::string& user_message, const std::string& log_detail);
+    void close(const std::string& why);
+    void release_sockets();
+
+  public: // called from libssh's C callbacks
+    int on_data(side& s, void* data, uint32_t len, int is_stderr) noexcept;
+    void on_eof(side& s) noexcept;
+    void on_close(side& s) noexcept;
+    void on_signal(side& s, const char* signal) noexcept;
+    void on_exit_status(side& s, int status) noexcept;
+    void on_exit_signal(side& s, const char* signal, int core, const char* errmsg,
+                        const char* lang) noexcept;
+    void on_agent_req(side& s) noexcept;
+
+  private:
+    detail::worker_state& w_;
+    boost::asio::ip::tcp::socket client_sock_;
+    boost::asio::ip::tcp::socket runner_sock_;
+    boost::asio::steady_timer grace_timer_;
+    boost::asio::steady_timer keepalive_timer_;
+    detail::session_ptr server_;
+    detail::session_ptr upstream_;
+    detail::event_ptr event_;
+    bool client_fd_in_ssh_ = false; // libssh closes it from then on
+    bool runner_fd_in_ssh_ = false;
+    bool server_in_event_ = false;
+    bool upstream_in_event_ = false;
+    phase phase_ = phase::kex;
+    bool counted_unauth_ = false;
+    bool in_pump_ = false;
+    bool repump_ = false;
+    bool armed_[2][2] = {{false, false}, {false, false}}; // [upstream][write]
+    int auth_attempts_ = 0;
+    ssh_message pending_auth_ = nullptr;
+    std::string sandbox_id_;
+    std::string runner_host_;
+    std::string peer_;
+    std::list<std::unique_ptr<channel_pair>> pairs_;
+    std::deque<action> global_actions_;
+    std::chrono::steady_clock::time_point last_activity_check_{};
+};
+
+} // namespace edge::sshgw

@@ -1,0 +1,168 @@
+#include "sshgw/gateway.hpp"
+
+#include "sshgw/connection.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <sys/socket.h>
+
+namespace edge::sshgw {
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+namespace {
+// Modern algorithms only: no SHA-1, CBC, group1/group14-sha1, ssh-rsa (SHA-1) signatures or NIST
+// curves. libssh 0.10.6 adds strict KEX (Terrapin) on its own.
+constexpr const char* kex_algorithms = "curve25519-sha256,curve25519-sha256@libssh.org,"
+                                       "diffie-hellman-group16-sha512,"
+                                       "diffie-hellman-group18-sha512";
+constexpr const char* ciphers = "chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,"
+                                "aes128-gcm@openssh.com,aes256-ctr,aes192-ctr,aes128-ctr";
+constexpr const char* macs = "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com";
+constexpr const char* host_key_algorithms = "ssh-ed25519,rsa-sha2-512,rsa-sha2-256";
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw std::runtime_error("cannot read " + path);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+detail::key_ptr import_key(const std::string& text, const char* what) {
+    ssh_key key = nullptr;
+    if (ssh_pki_import_privkey_base64(text.c_str(), nullptr, nullptr, nullptr, &key) != SSH_OK ||
+        !key)
+        throw std::runtime_error(std::string(what) +
+                                 ": not a usable private key (unencrypted OpenSSH or PEM)");
+    return detail::key_ptr(key);
+}
+} // namespace
+
+bool wanted(const conf::config& cfg, std::string& why_not) {
+    if (cfg.ssh_gateway_api_key.empty()) {
+        why_not = "SSH_GATEWAY_API_KEY (or API_KEY) is not set";
+        return false;
+    }
+    if (cfg.ssh_private_key.empty() && cfg.ssh_private_key_file.empty()) {
+        why_not = "SSH_PRIVATE_KEY (or SSH_PRIVATE_KEY_FILE), the key runners accept, is not set";
+        return false;
+    }
+    return true;
+}
+
+std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::config> cfg) {
+    static const int init = ssh_init();
+    (void)init;
+    auto sh = std::make_shared<gateway_shared>();
+    sh->cfg = cfg;
+    sh->private_key_text =
+        cfg->ssh_private_key.empty() ? read_file(cfg->ssh_private_key_file) : cfg->ssh_private_key;
+    import_key(sh->private_key_text, "SSH_PRIVATE_KEY");
+    if (!cfg->ssh_host_key.empty()) {
+        sh->host_key_text = cfg->ssh_host_key;
+    } else if (!cfg->ssh_host_key_file.empty()) {
+        sh->host_key_text = read_file(cfg->ssh_host_key_file);
+    } else {
+        ssh_key key = nullptr;
+        if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK)
+            throw std::runtime_error("cannot generate an ed25519 host key");
+        detail::key_ptr owned(key);
+        char* b64 = nullptr;
+        if (ssh_pki_export_privkey_base64(key, nullptr, nullptr, nullptr, &b64) != SSH_OK)
+            throw std::runtime_error("cannot export the generated host key");
+        sh->host_key_text = b64;
+        ssh_string_free_char(b64);
+        spdlog::warn("ssh: no SSH_HOST_KEY or SSH_HOST_KEY_FILE: using a generated ed25519 host "
+                     "key that changes at every start");
+    }
+    auto host = import_key(sh->host_key_text, "SSH_HOST_KEY");
+    auto type = ssh_key_type(host.get());
+    if (type != SSH_KEYTYPE_ED25519 && type != SSH_KEYTYPE_RSA)
+        throw std::runtime_error("SSH_HOST_KEY: use an ed25519 (preferred) or RSA key");
+    return sh;
+}
+
+namespace detail {
+worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
+                           auth::control_plane_client& api, routing::route_source& routes)
+    : ex(std::move(e)), shared(std::move(s)), cfg(*shared->cfg), bind(ssh_bind_new()),
+      runner_key(import_key(shared->private_key_text, "SSH_PRIVATE_KEY")),
+      validator(api, routes, cfg.ssh_gateway_api_key,
+                std::chrono::seconds(cfg.ssh_token_cache_sec)),
+      activity(ex, cfg, shared->activity), scratch(4 * 1024 * 1024) {
+    auto* b = bind.get();
+    // The bind takes ownership of an imported key: one per worker.
+    auto host = import_key(shared->host_key_text, "SSH_HOST_KEY");
+    if (ssh_bind_options_set(b, SSH_BIND_OPTIONS_IMPORT_KEY, host.get()) != SSH_OK)
+        throw std::runtime_error(std::string("ssh: host key: ") + ssh_get_error(b));
+    (void)host.release();
+    int no_config = 0;
+    (void)no_config;
+    for (auto [opt, value] : {std::pair{SSH_BIND_OPTIONS_KEY_EXCHANGE, kex_algorithms},
+                              std::pair{SSH_BIND_OPTIONS_CIPHERS_C_S, ciphers},
+                              std::pair{SSH_BIND_OPTIONS_CIPHERS_S_C, ciphers},
+                              std::pair{SSH_BIND_OPTIONS_HMAC_C_S, macs},
+                              std::pair{SSH_BIND_OPTIONS_HMAC_S_C, macs},
+                              std::pair{SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS,
+                                        host_key_algorithms}}) {
+        if (ssh_bind_options_set(b, opt, value) != SSH_OK)
+            throw std::runtime_error(std::string("ssh: algorithms: ") + ssh_get_error(b));
+    }
+}
+} // namespace detail
+
+struct gateway::impl {
+    impl(asio::any_io_executor ex, std::shared_ptr<gateway_shared> s,
+         auth::control_plane_client& api, routing::route_source& routes)
+        : state(ex, std::move(s), api, routes), acceptor(ex) {}
+    detail::worker_state state;
+    tcp::acceptor acceptor;
+};
+
+gateway::gateway(asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
+                 auth::control_plane_client& api, routing::route_source& routes)
+    : impl_(std::make_unique<impl>(std::move(ex), std::move(shared), api, routes)) {}
+
+gateway::~gateway() = default;
+
+void gateway::start(const tcp::endpoint& ep) {
+    auto& a = impl_->acceptor;
+    a.open(ep.protocol());
+    a.set_option(tcp::acceptor::reuse_address(true));
+    int one = 1;
+    if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+        throw std::runtime_error("SO_REUSEPORT on the SSH port failed");
+    a.bind(ep);
+    a.listen(asio::socket_base::max_listen_connections);
+    asio::co_spawn(
+        a.get_executor(),
+        [this]() -> awaitable<void> {
+            auto& acc = impl_->acceptor;
+            for (;;) {
+                auto [ec, sock] = co_await acc.async_accept(use_nothrow);
+                if (ec == asio::error::operation_aborted || !acc.is_open())
+                    co_return;
+                if (ec)
+                    continue;
+                std::make_shared<connection>(impl_->state, std::move(sock))->start();
+            }
+        },
+        asio::detached);
+}
+
+void gateway::stop_accepting() {
+    boost::system::error_code ignored;
+    impl_->acceptor.close(ignored);
+}
+
+std::size_t gateway::sessions() const noexcept { return impl_->state.live.size(); }
+
+} // namespace edge::sshgw

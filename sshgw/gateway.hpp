@@ -1,0 +1,46 @@
+#pragma once
+// The SSH gateway's per-worker listener: accepts on SSH_GATEWAY_PORT (SO_REUSEPORT, one acceptor
+// per worker like the HTTP side) and runs every connection on the worker that accepted it. The
+// flow of one connection is in README.md. Built and used on its worker's thread only; the
+// gateway_shared part (keys, runner host keys, counters) is shared by all workers.
+#include "auth/control_plane_client.hpp"
+#include "conf/config.hpp"
+#include "routing/route.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <memory>
+#include <string>
+
+namespace edge::sshgw {
+
+struct gateway_shared;
+
+// Whether the configuration asks for the SSH gateway; `why_not` says what is missing.
+bool wanted(const conf::config& cfg, std::string& why_not);
+
+// Loads (or, with no SSH_HOST_KEY/_FILE, generates) the host key and the runner key once for
+// the process. Throws std::runtime_error with a readable message on unusable keys.
+std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::config> cfg);
+
+class gateway {
+  public:
+    gateway(boost::asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
+            auth::control_plane_client& api, routing::route_source& routes);
+    ~gateway();
+    gateway(const gateway&) = delete;
+    gateway& operator=(const gateway&) = delete;
+
+    void start(const boost::asio::ip::tcp::endpoint& ep);
+    // Stops accepting; live sessions go on until their clients leave.
+    void stop_accepting();
+    std::size_t sessions() const noexcept;
+
+    struct impl;
+
+  private:
+    std::unique_ptr<impl> impl_;
+};
+
+} // namespace edge::sshgw

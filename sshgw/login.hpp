@@ -1,0 +1,55 @@
+#pragma once
+// Token login for the SSH gateway: an SSH access token → the sandbox it opens and the runner
+// that serves it, with the contract's three calls (ssh-access/validate, the runner route,
+// GET /sandbox/{id} whose state must be "started"). Successful answers are cached briefly.
+// One per worker thread; not thread-safe.
+#include "auth/control_plane_client.hpp"
+#include "common/async.hpp"
+#include "routing/route.hpp"
+
+#include <chrono>
+#include <string>
+#include <unordered_map>
+
+namespace edge::sshgw {
+
+enum class login_status { ok, invalid_token, not_started, not_found, unavailable };
+
+struct login_result {
+    login_status status = login_status::unavailable;
+    std::string sandbox_id;
+    std::string runner_host; // the runner's domain, where its SSH listens
+    std::string message;     // what the user is told when status != ok
+    std::string detail;      // for the log (never the token)
+};
+
+// The lines a user sees; tests assert them.
+inline constexpr const char* msg_invalid_token = "invalid or expired token";
+inline constexpr const char* msg_unavailable = "sandbox gateway is temporarily unavailable";
+
+// A token as Daytona issues them (alphanumerics); anything else is refused without an API call.
+bool looks_like_token(std::string_view s) noexcept;
+
+class token_validator {
+  public:
+    token_validator(auth::control_plane_client& api, routing::route_source& routes,
+                    std::string ssh_api_key, std::chrono::seconds cache_ttl)
+        : api_(api), routes_(routes), key_(std::move(ssh_api_key)), ttl_(cache_ttl) {}
+
+    awaitable<login_result> validate(std::string token);
+
+  private:
+    awaitable<login_result> lookup(const std::string& token);
+
+    auth::control_plane_client& api_;
+    routing::route_source& routes_;
+    std::string key_;
+    std::chrono::seconds ttl_;
+    struct cached {
+        login_result result;
+        std::chrono::steady_clock::time_point expires;
+    };
+    std::unordered_map<std::string, cached> cache_;
+};
+
+} // namespace edge::sshgw
