@@ -51,7 +51,10 @@ awaitable<result<api_response>> exchange(Stream& s, const http::request<http::st
         co_return rec;
     keep = p.get().keep_alive() && buf.size() == 0;
     auto& res = p.get();
-    co_return api_response{res.result_int(), std::move(res.body())};
+    api_response out{res.result_int(), std::move(res.body()), {}};
+    if (auto it = res.find(http::field::location); it != res.end())
+        out.location = std::string(it->value());
+    co_return out;
 }
 } // namespace
 

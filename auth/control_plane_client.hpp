@@ -25,6 +25,7 @@ namespace edge::auth {
 struct api_response {
     unsigned status = 0;
     std::string body;
+    std::string location; // the Location field of a redirect (OIDC flows)
 };
 
 class control_plane_client {

@@ -212,6 +212,9 @@ bool same_site_return_to(std::string_view return_to, std::string_view callback_h
         return false;
     if (return_to.find('\\') != std::string_view::npos)
         return false;
+    // Boost.URL reads "host:4000.evil.com/" as port 4000 and path ".evil.com/"; browsers do not.
+    if (auto path = r->encoded_path(); !path.empty() && path.front() != '/')
+        return false;
     std::string host(r->encoded_host_and_port());
     for (auto& c : host)
         if (c >= 'A' && c <= 'Z')

@@ -113,7 +113,8 @@ class authorizer {
     // otherwise (then co_await authorize()).
     std::optional<decision> ready(const request_view& v);
 
-    // The full decision: may call the API (coalesced, cached) and Redis.
+    // The full decision: may call the API (coalesced, cached) and Redis. `v` and the bytes it
+    // views must stay valid until the co_await completes.
     awaitable<decision> authorize(const request_view& v);
 
     // The process-wide state (cache, OIDC store, counters).

@@ -116,6 +116,8 @@ std::string safe_redirect(std::string_view redirect, std::string_view host) {
         return "/";
     if (!iequals(u->encoded_host_and_port(), host))
         return "/";
+    if (auto path = u->encoded_path(); !path.empty() && path.front() != '/')
+        return "/"; // "host:4000.evil.com/" would read as port 4000 and path ".evil.com/"
     return std::string(redirect);
 }
 

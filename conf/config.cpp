@@ -9,6 +9,7 @@
 #include <fstream>
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 extern char** environ;
 
@@ -56,6 +57,22 @@ std::optional<std::string> base64_decode(std::string_view in) {
         }
     }
     return out;
+}
+
+// The key in a key file, surrounding whitespace removed; nullopt when unreadable.
+std::optional<std::string> read_key_file(const std::string& path) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(path, ec))
+        return std::nullopt;
+    std::ifstream f(path);
+    if (!f)
+        return std::nullopt;
+    std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    auto first = text.find_first_not_of(" \t\r\n");
+    if (first == std::string::npos)
+        return std::string();
+    auto last = text.find_last_not_of(" \t\r\n");
+    return text.substr(first, last - first + 1);
 }
 
 bool readable(const std::string& path) {
@@ -145,6 +162,10 @@ const std::vector<std::string>& known_keys() {
                                                   "PROXY_PORT",
                                                   "PROXY_PROTOCOL",
                                                   "PROXY_API_KEY",
+                                                  "PROXY_API_KEY_FILE",
+                                                  "SSH_GATEWAY_API_KEY_FILE",
+                                                  "AUTH_LOOKUP_TIMEOUT_MS",
+                                                  "AUTH_CACHE_MAX_ENTRIES",
                                                   "DAYTONA_API_URL",
                                                   "API_URL",
                                                   "API_CLIENT_TIMEOUT_SEC",
@@ -222,8 +243,37 @@ load_result load(const key_values& env, const key_values& file) {
              "a number of worker threads from 0 (one per core) to 256");
 
     l.text("PROXY_API_KEY", c.proxy_api_key);
-    if (c.proxy_api_key.empty())
-        l.secret_problem("PROXY_API_KEY", "missing: set it to the region's proxy API key");
+    l.text("PROXY_API_KEY_FILE", c.proxy_api_key_file);
+    l.text("SSH_GATEWAY_API_KEY_FILE", c.ssh_gateway_api_key_file);
+    // A key file (rotation without restart) is read now for validation; auth/key_holder
+    // re-reads it later.
+    for (auto [key, plain, path, out] :
+         {std::tuple{"PROXY_API_KEY_FILE", "PROXY_API_KEY", &c.proxy_api_key_file,
+                     &c.proxy_api_key},
+          std::tuple{"SSH_GATEWAY_API_KEY_FILE", "SSH_GATEWAY_API_KEY",
+                     &c.ssh_gateway_api_key_file, &c.ssh_gateway_api_key}}) {
+        if (path->empty())
+            continue;
+        auto v = l.get(plain);
+        if ((!v || v->empty()) && std::string_view(plain) == "SSH_GATEWAY_API_KEY")
+            v = l.get("API_KEY");
+        auto text = read_key_file(*path);
+        if (v && !v->empty())
+            l.bad(key, *path, std::string("unset when ") + plain + " is set (one or the other)");
+        else if (!text)
+            l.bad(key, *path, "a readable file holding the key");
+        else if (text->empty())
+            l.bad(key, *path, "a file holding the key (it is empty)");
+        else
+            *out = std::move(*text);
+    }
+    if (c.proxy_api_key.empty() && c.proxy_api_key_file.empty())
+        l.secret_problem("PROXY_API_KEY", "missing: set it (or PROXY_API_KEY_FILE) to the "
+                                          "region's proxy API key");
+    l.number("AUTH_LOOKUP_TIMEOUT_MS", c.auth_lookup_timeout_ms, 50, 600000,
+             "a number of milliseconds from 50 to 600000");
+    l.number("AUTH_CACHE_MAX_ENTRIES", c.auth_cache_max_entries, 100, 100000000,
+             "a number of entries from 100 to 100000000");
 
     if (auto v = l.get("DAYTONA_API_URL"); v && !v->empty())
         c.api_url = *v;

@@ -25,6 +25,7 @@ struct config {
 
     // Control plane
     std::string proxy_api_key;
+    std::string proxy_api_key_file; // PROXY_API_KEY_FILE: re-read on SIGHUP and when it changes
     std::string api_url; // DAYTONA_API_URL (or API_URL), ends in /api
     url_parts api;
     unsigned api_client_timeout_sec = 60;
@@ -35,6 +36,8 @@ struct config {
     std::string tls_key_file;
 
     // Preview auth
+    unsigned auth_lookup_timeout_ms = 5000; // a request waits this long for an uncached check
+    std::size_t auth_cache_max_entries = 200000;
     std::string cookie_domain;
     std::string oidc_client_id;
     std::string oidc_client_secret;
@@ -70,6 +73,7 @@ struct config {
     // SSH gateway
     std::uint16_t ssh_gateway_port = 2222;
     std::string ssh_gateway_api_key;
+    std::string ssh_gateway_api_key_file; // SSH_GATEWAY_API_KEY_FILE, re-read like the proxy's
     std::string ssh_private_key; // decoded PEM/OpenSSH text
     std::string ssh_host_key;    // decoded PEM text
     std::string ssh_host_key_file;

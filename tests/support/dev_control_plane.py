@@ -13,6 +13,7 @@ Prints `listening on HOST:PORT` once ready. Test controls, without auth:
     POST /_dev/sandbox/{id}  JSON patch of a sandbox (created when unknown)
     POST /_dev/runner/{id}   JSON patch of a runner (created when unknown)
     POST /_dev/keys     {"proxyApiKey": ..., "sshGatewayApiKey": ...}: rotate keys
+    POST /_dev/oidc     JSON patch of the oidc settings /api/config serves (issuer, clientId...)
     GET  /_dev/state    the current fixture
 """
 import argparse
@@ -318,6 +319,10 @@ class ControlPlaneHandler(httputil.Handler):
             with st.cond:
                 st.rules.append(rule)
             return self.send_json(200, rule)
+        if path == "/_dev/oidc":
+            with st.cond:
+                st.fx.setdefault("oidc", {}).update(patch)
+                return self.send_json(200, st.fx["oidc"])
         if path == "/_dev/keys":
             with st.cond:
                 for k in ("proxyApiKey", "sshGatewayApiKey"):

@@ -154,3 +154,50 @@ TEST_CASE("config file mistakes name the line", "[config]") {
     edge::conf::read_config_file("/nonexistent/edgegate.toml", problems);
     CHECK(problems.size() == 1);
 }
+
+TEST_CASE("PROXY_API_KEY_FILE and SSH_GATEWAY_API_KEY_FILE hold the keys", "[config]") {
+    auto path = temp_file(secret + "\n");
+    auto ssh_path = temp_file("  ssh-key-from-file\n");
+    SECTION("the file replaces the plain variable, trimmed") {
+        auto env = valid_env();
+        env.erase("PROXY_API_KEY");
+        env["PROXY_API_KEY_FILE"] = path;
+        env["SSH_GATEWAY_API_KEY_FILE"] = ssh_path;
+        auto r = load(env, {});
+        REQUIRE(r.problems.empty());
+        CHECK(r.cfg.proxy_api_key == secret);
+        CHECK(r.cfg.proxy_api_key_file == path);
+        CHECK(r.cfg.ssh_gateway_api_key == "ssh-key-from-file");
+    }
+    SECTION("one or the other") {
+        auto env = valid_env();
+        env["PROXY_API_KEY_FILE"] = path;
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "PROXY_API_KEY_FILE"));
+        CHECK(mentions(r.problems, "one or the other"));
+        CHECK_FALSE(mentions(r.problems, secret)); // never the key itself
+    }
+    SECTION("unreadable or empty file") {
+        auto env = valid_env();
+        env.erase("PROXY_API_KEY");
+        env["PROXY_API_KEY_FILE"] = "/nonexistent/key";
+        auto r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "PROXY_API_KEY_FILE=\"/nonexistent/key\""));
+        env["PROXY_API_KEY_FILE"] = temp_file("\n");
+        r = load(env, {});
+        REQUIRE(r.problems.size() == 1);
+        CHECK(mentions(r.problems, "empty"));
+    }
+    SECTION("auth lookup bounds") {
+        auto env = valid_env();
+        env["AUTH_LOOKUP_TIMEOUT_MS"] = "5";
+        env["AUTH_CACHE_MAX_ENTRIES"] = "lots";
+        auto r = load(env, {});
+        CHECK(r.problems.size() == 2);
+        CHECK(mentions(r.problems, "AUTH_LOOKUP_TIMEOUT_MS"));
+        CHECK(mentions(r.problems, "AUTH_CACHE_MAX_ENTRIES"));
+        CHECK(load(valid_env(), {}).cfg.auth_lookup_timeout_ms == 5000);
+    }
+}
