@@ -79,7 +79,7 @@ bool parse_length(std::string_view v, std::uint64_t& out) {
 parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is_request,
                           bool head_request) {
     bool close = false, keep = false, te = false, te_chunked_last = false, te_other = false,
-         has_length = false, host_seen = false;
+         has_length = false, host_seen = false, connection_upgrade = false;
     const char* const begin = in.data();
     const char* const end = begin + in.size();
     auto need_more = [&] {
@@ -156,6 +156,8 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
                         keep = true;
                     else
                         h.connection_lists = true;
+                    if (iequals(t, "upgrade"))
+                        connection_upgrade = true;
                 });
             break;
         case 14:
@@ -187,6 +189,13 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
     }
     h.size = static_cast<std::size_t>(p - begin);
     h.keep_alive = h.version >= 11 ? !close : (keep && !close);
+    if (connection_upgrade && h.version >= 11) {
+        for (const auto& f : h.fields)
+            if (lower_equals(f.name, "upgrade"))
+                for_each_token(f.value, [&](std::string_view t) {
+                    h.upgrade_websocket |= iequals(t.substr(0, t.find('/')), "websocket");
+                });
+    }
 
     if (is_request) {
         if (te && has_length)
@@ -227,6 +236,7 @@ void head::clear() {
     keep_alive = true;
     expect_continue = false;
     connection_lists = false;
+    upgrade_websocket = false;
     size = 0;
 }
 

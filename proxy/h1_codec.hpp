@@ -33,6 +33,7 @@ struct head {
     bool keep_alive = true;        // Connection and version
     bool expect_continue = false;  // requests: `Expect: 100-continue`
     bool connection_lists = false; // Connection names fields beyond close/keep-alive
+    bool upgrade_websocket = false; // `Connection: upgrade` with `Upgrade: websocket` (HTTP/1.1)
     std::string_view host;         // requests: the one Host field
     std::size_t size = 0;          // bytes of the head, final empty line included
 

@@ -8,6 +8,7 @@
 #include "routing/redis/redis_client.hpp"
 
 #include <boost/asio/connect.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/json.hpp>
@@ -25,6 +26,7 @@ using boost::system::error_code;
 using namespace std::chrono_literals;
 using namespace std::string_view_literals;
 using h1::body_kind;
+using namespace boost::asio::experimental::awaitable_operators;
 
 constexpr auto idle_timeout = 70s;   // waiting for the next request on a kept-alive connection
 constexpr auto header_timeout = 10s; // from the first byte of a request to the end of its header
@@ -482,9 +484,6 @@ class session {
                         break;
                     }
                 }
-                if (r.status == h1::parse_status::done && res_.status == 101)
-                    co_return co_await reply_error(
-                        502, "runner at " + route.host_port + " switched protocols unasked", false);
                 if (r.status == h1::parse_status::done)
                     break;
                 if (r.status == h1::parse_status::bad)
@@ -506,6 +505,9 @@ class session {
                         " closed the connection without an answer: " + ec.message(),
                     false);
             }
+
+            if (res_.status == 101)
+                co_return co_await switch_to_websocket(route, up_buf);
 
             const bool upstream_keep = res_.keep_alive && res_.body != body_kind::until_close;
             const bool request_done = bodyless || request_body_.done;
@@ -598,6 +600,83 @@ class session {
             upstream_.reset();
             co_return client_keep;
         }
+    }
+
+    // The runner answered 101: when it accepted the client's WebSocket upgrade properly (RFC
+    // 6455 §4.2.2), the client gets the 101 and the two connections are tunneled until both
+    // sides are done; anything else is a bad answer and nothing is tunneled.
+    awaitable<bool> switch_to_websocket(const routing::runner_route& route, byte_buffer& up_buf) {
+        const bool valid =
+            req_.upgrade_websocket && res_.upgrade_websocket &&
+            h1::find(res_, "sec-websocket-accept") ==
+                websocket_accept(h1::find(req_, "sec-websocket-key"));
+        if (!valid) {
+            upstream_.reset();
+            co_return co_await reply_error(
+                502,
+                "runner at " + route.host_port +
+                    (req_.upgrade_websocket
+                         ? std::string(" answered the WebSocket upgrade with an invalid handshake")
+                         : std::string(" switched protocols without an upgrade request")),
+                false);
+        }
+        head_out_.clear();
+        write_upgrade_response_head(head_out_, res_);
+        // What either side sent past its head already belongs to the tunnel.
+        bufs_.assign({asio::buffer(head_out_), asio::buffer(up_buf.data().substr(res_.size))});
+        if (!co_await flush(client_))
+            co_return false;
+        auto early = in_.data().substr(req_.size);
+        if (!early.empty()) {
+            bufs_.assign({asio::buffer(early)});
+            if (!co_await flush(*upstream_))
+                co_return false;
+        }
+        // An open tunnel holds no buffer while idle: each read borrows one from the pool.
+        ctx_.give_back(up_buf.release(relay_buffer_size));
+        in_.release(0);
+        in_used_ = 0;
+        auto up = pump(client_, *upstream_);
+        auto down = pump(*upstream_, client_);
+        co_await (std::move(up) && std::move(down));
+        upstream_.reset();
+        co_return false;
+    }
+
+    // One direction of a tunnel: waits until `from` is readable, then moves what it has to `to`.
+    // An end of stream is passed on as a half-close; an error ends both directions.
+    awaitable<void> pump(timed_socket& from, timed_socket& to) {
+        std::vector<asio::const_buffer> bufs;
+        error_code ignored;
+        for (;;) {
+            from.expires_never(); // an idle tunnel stays open as long as both ends keep it
+            auto [wec] = co_await from.sock.async_wait(tcp::socket::wait_read, use_nothrow);
+            if (wec)
+                break;
+            auto mem = ctx_.take_buffer();
+            error_code ec;
+            std::size_t n = from.sock.read_some(asio::buffer(mem.get(), relay_buffer_size), ec);
+            if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                ctx_.give_back(std::move(mem));
+                continue;
+            }
+            if (ec) {
+                ctx_.give_back(std::move(mem));
+                if (ec != asio::error::eof)
+                    break;
+                to.sock.shutdown(tcp::socket::shutdown_send, ignored);
+                co_return;
+            }
+            bufs.assign({asio::buffer(mem.get(), n)});
+            to.expires_after(io_timeout);
+            bool ok = write_now(to, bufs) || !co_await write_all(to, bufs);
+            to.expires_never();
+            ctx_.give_back(std::move(mem));
+            if (!ok)
+                break;
+        }
+        from.sock.close(ignored);
+        to.sock.close(ignored);
     }
 
     // A runner's own errors are small JSON documents with a Content-Length.

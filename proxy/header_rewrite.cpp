@@ -1,5 +1,8 @@
 #include "proxy/header_rewrite.hpp"
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
 #include <charconv>
 
 namespace edge::proxy {
@@ -157,6 +160,8 @@ void write_request_head(std::string& out, const h1::head& req,
     append_field(out, "X-Forwarded-Host"sv, c.original_host);
     append_field(out, "X-Forwarded-Proto"sv, c.proto);
     out.append("X-Daytona-Authorization: Bearer "sv).append(c.runner_key).append("\r\n"sv);
+    if (req.upgrade_websocket)
+        out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n"sv);
     if (req.body == h1::body_kind::none && !find(req, "content-length").empty())
         out.append("Content-Length: 0\r\n"sv);
     append_framing(out, req.body, req.content_length);
@@ -191,6 +196,27 @@ void write_response_head(std::string& out, const h1::head& res, h1::body_kind bo
     else if (client_version < 11)
         out.append("Connection: keep-alive\r\n"sv);
     out.append("\r\n"sv);
+}
+
+void write_upgrade_response_head(std::string& out, const h1::head& res) {
+    out.append("HTTP/1.1 101 "sv);
+    out.append(res.reason.empty() ? reason_phrase(101) : res.reason).append("\r\n"sv);
+    for (const auto& f : res.fields)
+        if (!is_hop_by_hop(res, f.name) && !lower_equals(f.name, "content-length"))
+            append_field(out, f.name, f.value);
+    out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"sv);
+}
+
+std::string websocket_accept(std::string_view key) {
+    static constexpr std::string_view guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    std::string text;
+    text.reserve(key.size() + guid.size());
+    text.append(key).append(guid);
+    unsigned char digest[SHA_DIGEST_LENGTH];
+    SHA1(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+    unsigned char encoded[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1];
+    int n = EVP_EncodeBlock(encoded, digest, SHA_DIGEST_LENGTH);
+    return std::string(reinterpret_cast<const char*>(encoded), static_cast<std::size_t>(n));
 }
 
 void write_local_response(std::string& out, unsigned status, std::string_view content_type,

@@ -29,7 +29,7 @@ bool is_hop_by_hop(const h1::head& h, std::string_view name);
 // runner, hop-by-hop fields and Daytona's private headers removed, the runner's credential SET
 // (a client-sent X-Daytona-Authorization never passes), X-Forwarded-*, `TE: trailers` kept, and
 // the framing of `req.body` (Content-Length or chunked). `Expect` is the proxy's business and is
-// not forwarded.
+// not forwarded. A WebSocket upgrade keeps `Connection: Upgrade` and `Upgrade: websocket`.
 void write_request_head(std::string& out, const h1::head& req,
                         std::span<const std::string_view> target_parts,
                         const forward_context& c);
@@ -40,6 +40,13 @@ void write_request_head(std::string& out, const h1::head& req,
 // version require.
 void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
                          bool keep_alive, unsigned client_version);
+
+// A runner's `101 Switching Protocols` to a WebSocket upgrade, for the client: its end-to-end
+// fields (Sec-WebSocket-*) and `Connection: Upgrade`, `Upgrade: websocket`.
+void write_upgrade_response_head(std::string& out, const h1::head& res);
+
+// Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2).
+std::string websocket_accept(std::string_view key);
 
 // Status line, Content-Type, Content-Length, Connection and extra fields for an answer edgegate
 // makes itself (the body is appended too).

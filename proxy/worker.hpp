@@ -36,7 +36,7 @@ struct worker_context {
         return b;
     }
     void give_back(std::unique_ptr<char[]> b) {
-        if (spare_buffers.size() < 256)
+        if (b && spare_buffers.size() < 256)
             spare_buffers.push_back(std::move(b));
     }
 

@@ -4,6 +4,7 @@
     python3 tests/support/runner_standin.py --port P --api-key K \
         (--fixture F --runner-id runner-1 | --sandbox ID[:STATE] ...) [--app-host 127.0.0.1]
 
+WebSocket upgrades are tunneled to the app byte for byte after the app's answer.
 Auth: `X-Daytona-Authorization: Bearer K` (when absent, `Authorization: Bearer K`), else 401 JSON.
   ANY /sandboxes/{id}/toolbox/proxy/{port}/{rest}  reverse proxy to http://APP_HOST:{port}/{rest}
       (path and query bytes unchanged, bodies streamed both ways, response headers kept with
@@ -163,6 +164,8 @@ class RunnerHandler(httputil.Handler):
         with sock:
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.is_websocket_upgrade():
+                return self.tunnel_upgrade(sock, tail)
             try:
                 self.forward_request(sock, tail)
                 resp = http.client.HTTPResponse(sock, method=self.command)
@@ -172,6 +175,42 @@ class RunnerHandler(httputil.Handler):
                 raise RunnerError(502, f"the app on port {port} failed: {e!r}")
             self.forward_response(resp)
             resp.close()
+
+    def is_websocket_upgrade(self):
+        connection = ",".join(self.headers.get_all("Connection") or []).lower()
+        return ("upgrade" in [t.strip() for t in connection.split(",")] and
+                (self.headers.get("Upgrade") or "").lower().startswith("websocket"))
+
+    def tunnel_upgrade(self, sock, target):
+        """A WebSocket upgrade, as the daemon's reverse proxy passes it: the request with
+        Connection/Upgrade kept, then the app's answer and every byte after it, both ways, until
+        both sides close."""
+        drop = httputil.hop_by_hop(self.headers)
+        lines = [f"{self.command} {target} HTTP/1.1"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in drop]
+        lines += ["Connection: Upgrade", "Upgrade: websocket"]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.log_request(101)
+        self.close_connection = True
+
+        def app_to_client():
+            try:
+                while data := sock.recv(httputil.CHUNK):
+                    self.wfile.write(data)
+                    self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=app_to_client, daemon=True)
+        t.start()
+        try:
+            while data := self.rfile.read1(httputil.CHUNK):
+                sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        t.join()
 
     def forward_request(self, sock, target):
         drop = httputil.hop_by_hop(self.headers) | {"expect", "content-length"}
