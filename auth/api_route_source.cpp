@@ -39,7 +39,7 @@ routing::runner_lookup parse_runner(const std::string& body) {
 
 awaitable<routing::runner_lookup> api_route_source::runner_for(std::string_view sandbox_id) {
     routing::stats().api_lookups.fetch_add(1, std::memory_order_relaxed);
-    auto r = co_await api_.get("/runners/by-sandbox/" + std::string(sandbox_id), key_,
+    auto r = co_await api_.get("/runners/by-sandbox/" + std::string(sandbox_id), key(),
                                "runners/by-sandbox");
     if (!r)
         co_return routing::runner_lookup{lookup_status::unavailable, nullptr,
@@ -54,7 +54,7 @@ awaitable<routing::runner_lookup> api_route_source::runner_for(std::string_view 
 
 awaitable<routing::public_lookup> api_route_source::is_public(std::string_view id_or_token) {
     routing::stats().api_lookups.fetch_add(1, std::memory_order_relaxed);
-    auto r = co_await api_.get("/preview/" + std::string(id_or_token) + "/public", key_,
+    auto r = co_await api_.get("/preview/" + std::string(id_or_token) + "/public", key(),
                                "preview/public");
     if (!r)
         co_return routing::public_lookup{lookup_status::unavailable, false,

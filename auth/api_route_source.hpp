@@ -2,6 +2,7 @@
 // Routes straight from Daytona's API: GET /runners/by-sandbox/{id} and GET /preview/{id}/public
 // with the proxy API key. The slowest route_source; cached_route_source sits in front of it.
 #include "auth/control_plane_client.hpp"
+#include "auth/key_holder.hpp"
 #include "routing/route.hpp"
 
 namespace edge::auth {
@@ -10,6 +11,9 @@ class api_route_source final : public routing::route_source {
   public:
     api_route_source(control_plane_client& api, std::string proxy_api_key)
         : api_(api), key_(std::move(proxy_api_key)) {}
+    // With a key_holder, each call uses the current key (rotation without restart); `keys`
+    // must outlive this source.
+    api_route_source(control_plane_client& api, key_holder& keys) : api_(api), keys_(&keys) {}
 
     awaitable<routing::runner_lookup> runner_for(std::string_view sandbox_id) override;
     awaitable<routing::public_lookup> is_public(std::string_view id_or_token) override;
@@ -20,8 +24,16 @@ class api_route_source final : public routing::route_source {
     void invalidate(std::string_view) override {} // nothing kept here
 
   private:
+    std::string key() const {
+        if (!keys_)
+            return key_;
+        keys_->check_file();
+        return keys_->key();
+    }
+
     control_plane_client& api_;
     std::string key_;
+    key_holder* keys_ = nullptr;
 };
 
 // Parses a RunnerFull body into a route (proxyUrl, or apiUrl for runners that have none).

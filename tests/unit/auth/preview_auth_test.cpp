@@ -1,4 +1,5 @@
 #include "auth/circuit_breaker.hpp"
+#include "auth/preview_access.hpp"
 #include "auth/preview_auth.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -260,4 +261,29 @@ TEST_CASE("the circuit breaker opens, rejects, probes and closes", "[auth][break
     }
     CHECK(make_error_code(control_plane_errc::circuit_open).message().find("circuit breaker") !=
           std::string::npos);
+}
+
+TEST_CASE("access_process builds from the config and reloads its key files on demand",
+          "[auth][keys]") {
+    char path[] = "/tmp/edgegate-key-XXXXXX";
+    int fd = mkstemp(path);
+    REQUIRE(fd >= 0);
+    ::close(fd);
+    std::ofstream(path) << key << "\n";
+    edge::conf::config c;
+    c.proxy_api_key_file = path;
+    c.proxy_protocol = "https";
+    c.cookie_domain = ".example.com";
+    access_process p(c);
+    CHECK(p.proxy_keys.key() == key);
+    CHECK(p.ssh_keys.key().empty());
+    CHECK(p.breaker);
+    std::ofstream(path) << "dtn_rotated\n";
+    p.reload_keys();
+    CHECK(p.proxy_keys.key() == "dtn_rotated");
+    CHECK(p.proxy_keys.keys()->previous == key);
+    auto o = authorizer_options::from(c);
+    CHECK(o.cookies.secure);
+    CHECK(o.cookies.cookie_domain == ".example.com");
+    std::remove(path);
 }
