@@ -10,6 +10,7 @@ packages=(
   # run-time peers for tests and benchmarks
   python3 curl redis-server nginx-light haproxy wrk nghttp2-client openssh-client openssh-server
   python3-h2 python3-websockets ca-certificates procps util-linux
+  tmux ssh-audit  # the SSH gateway tests: a pty driven through tmux, the algorithm audit
 )
 
 missing=()

@@ -326,7 +326,9 @@ void connection::serve_client_message(ssh_message m) {
         }
         if (sub == SSH_AUTH_METHOD_NONE) {
             std::string user = str(ssh_message_auth_user(m));
-            if (looks_like_token(user))
+            // Daytona's form: the token as the username. A short name ("root", "daytona") is
+            // a client that will offer the token as a password or keyboard-interactive answer.
+            if (user.size() >= 16 && looks_like_token(user))
                 return begin_login(m, user);
             return deny_auth(m);
         }

@@ -25,7 +25,8 @@ CLIENT_OPTS = ["-F", "/dev/null", "-o", "StrictHostKeyChecking=no",
 
 
 def ssh_cmd(port, user, *args, opts=()):
-    return ["ssh", *CLIENT_OPTS, *opts, "-p", str(port), f"{user}@127.0.0.1", *args]
+    # ssh takes the first value it sees of an option: the caller's go first.
+    return ["ssh", *opts, *CLIENT_OPTS, "-p", str(port), f"{user}@127.0.0.1", *args]
 
 
 class SshStack:
