@@ -6,18 +6,12 @@
 
 namespace edge::auth {
 namespace {
-std::string mac_input(std::string_view cookie_name, std::string_view payload,
-                      std::int64_t expiry) {
-    std::string in;
-    in.reserve(cookie_name.size() + payload.size() + 24);
-    in.append(cookie_name).push_back('|');
-    in.append(payload).push_back('|');
-    in.append(std::to_string(expiry));
-    return in;
+digest mac_of(std::string_view key, std::string_view cookie_name, std::string_view payload,
+              std::string_view expiry) {
+    return hmac_sha256(key, {cookie_name, "|", payload, "|", expiry});
 }
 
-std::string mac_text(std::string_view key, std::string_view input) {
-    auto d = hmac_sha256(key, input);
+std::string mac_text(const digest& d) {
     return base64url(std::string_view(reinterpret_cast<const char*>(d.data()), d.size()));
 }
 } // namespace
@@ -36,10 +30,11 @@ std::string sandbox_cookie_name(std::string_view id_or_token) {
 
 std::string sign_value(std::string_view key, std::string_view cookie_name, std::string_view payload,
                        std::int64_t expiry_unix) {
+    const auto expiry = std::to_string(expiry_unix);
     std::string v = "v1.";
-    v.append(std::to_string(expiry_unix)).push_back('.');
+    v.append(expiry).push_back('.');
     v.append(payload).push_back('.');
-    v.append(mac_text(key, mac_input(cookie_name, payload, expiry_unix)));
+    v.append(mac_text(mac_of(key, cookie_name, payload, expiry)));
     return v;
 }
 
@@ -54,16 +49,17 @@ std::optional<std::string> verify_value(const key_set& keys, std::string_view co
         return std::nullopt;
     auto exp_text = value.substr(0, dot1);
     auto payload = value.substr(dot1 + 1, dot2 - dot1 - 1);
-    auto mac = value.substr(dot2 + 1);
+    auto mac = base64url_decode(value.substr(dot2 + 1));
     std::int64_t expiry = 0;
     auto [p, ec] = std::from_chars(exp_text.data(), exp_text.data() + exp_text.size(), expiry);
-    if (ec != std::errc{} || p != exp_text.data() + exp_text.size() || expiry <= now_unix)
+    if (ec != std::errc{} || p != exp_text.data() + exp_text.size() || expiry <= now_unix ||
+        !mac || mac->size() != 32)
         return std::nullopt;
-    auto input = mac_input(cookie_name, payload, expiry);
     for (const std::string* k : {&keys.current, &keys.previous}) {
         if (k->empty())
             continue;
-        if (constant_time_equal(mac_text(*k, input), mac))
+        auto d = mac_of(*k, cookie_name, payload, exp_text);
+        if (constant_time_equal({reinterpret_cast<const char*>(d.data()), d.size()}, *mac))
             return std::string(payload);
     }
     return std::nullopt;

@@ -6,14 +6,18 @@ namespace edge::auth {
 
 digest check_key(check_kind kind, std::string_view sandbox, std::string_view credential,
                  std::uint16_t port) {
-    // Lengths first so that no two different inputs encode the same.
-    std::string in;
-    in.reserve(48 + sandbox.size() + credential.size());
-    in.append("edgegate-auth-v1|").push_back(static_cast<char>(kind));
-    in.append("|").append(std::to_string(sandbox.size())).append("|").append(sandbox);
-    in.append("|").append(std::to_string(credential.size())).append("|").append(credential);
-    in.append("|").append(std::to_string(port));
-    return sha256(in);
+    // Fixed-width lengths first, so that no two different inputs encode the same; no
+    // allocation (this runs on every authenticated request).
+    const auto k = static_cast<char>(kind);
+    const std::uint32_t lens[3] = {static_cast<std::uint32_t>(sandbox.size()),
+                                   static_cast<std::uint32_t>(credential.size()), port};
+    return sha256_stream()
+        .update("edgegate-auth-v1")
+        .update({&k, 1})
+        .update({reinterpret_cast<const char*>(lens), sizeof lens})
+        .update(sandbox)
+        .update(credential)
+        .finish();
 }
 
 std::string redis_check_key(const digest& key) { return "edgegate:auth:" + hex(key); }
