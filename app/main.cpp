@@ -6,6 +6,7 @@
 #include "common/runtime.hpp"
 #include "conf/config.hpp"
 #include "proxy/listener.hpp"
+#include "proxy/tls.hpp"
 #include "routing/cached_route_source.hpp"
 #include "routing/redis/redis_client.hpp"
 #include "routing/redis_route_source.hpp"
@@ -16,6 +17,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+
+#include <csignal>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
@@ -71,6 +74,9 @@ struct worker {
 } // namespace
 
 int main(int argc, char** argv) {
+    // OpenSSL and libssh write to sockets with write(): a peer that went away must be an error
+    // code, not a signal that kills the process.
+    std::signal(SIGPIPE, SIG_IGN);
     std::string config_file;
     bool check_only = false;
     for (int i = 1; i < argc; ++i) {
@@ -134,6 +140,17 @@ int main(int argc, char** argv) {
         redis_opts.command_timeout = std::chrono::milliseconds(cfg->redis_timeout_ms);
         const bool use_redis = !cfg->redis_host.empty();
 
+        // TLS on PROXY_PORT: the certificate must load now; later reloads (SIGHUP) may fail and
+        // leave the current one serving.
+        std::unique_ptr<edge::proxy::tls_store> tls;
+        if (cfg->enable_tls) {
+            tls = std::make_unique<edge::proxy::tls_store>(cfg->tls_cert_file, cfg->tls_key_file);
+            std::string error;
+            if (!tls->reload(error))
+                throw std::runtime_error(error);
+            spdlog::info("TLS on port {}: {}", cfg->proxy_port, tls->current()->subject());
+        }
+
         std::vector<worker> workers(rt.size());
         edge::auth::control_plane_client::options api_opts;
         api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
@@ -154,6 +171,7 @@ int main(int argc, char** argv) {
             w.routes = std::make_unique<edge::routing::cached_route_source>(
                 shared_routes, *behind_cache, route_opts);
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
+            w.ctx->tls = tls.get();
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
             asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);
@@ -237,6 +255,27 @@ int main(int argc, char** argv) {
                 watch_drain();
             };
         signals.async_wait(on_signal);
+
+        // SIGHUP: reload what can change without a restart (the TLS certificate and key). A bad
+        // new file is refused with a log line; the current one keeps serving.
+        asio::signal_set hup(rt.worker(0), SIGHUP);
+        std::function<void(const boost::system::error_code&, int)> on_hup =
+            [&](const boost::system::error_code& ec, int) {
+                if (ec)
+                    return;
+                if (tls) {
+                    std::string error;
+                    if (tls->reload(error))
+                        spdlog::info("SIGHUP: TLS certificate reloaded: {}",
+                                     tls->current()->subject());
+                    else
+                        spdlog::error("SIGHUP: new TLS certificate refused, the previous one "
+                                      "keeps serving: {}",
+                                      error);
+                }
+                hup.async_wait(on_hup);
+            };
+        hup.async_wait(on_hup);
         rt.run();
         spdlog::info("stopped");
     } catch (const std::exception& e) {

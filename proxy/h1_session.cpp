@@ -4,6 +4,7 @@
 #include "proxy/h1_codec.hpp"
 #include "proxy/header_rewrite.hpp"
 #include "proxy/http_io.hpp"
+#include "proxy/tls.hpp"
 #include "routing/host.hpp"
 #include "routing/redis/redis_client.hpp"
 
@@ -96,14 +97,30 @@ class session {
     session& operator=(const session&) = delete;
 
     awaitable<void> run() {
+        if (ctx_.tls && !co_await handshake())
+            co_return;
         while (!ctx_.draining && co_await serve_one()) {
         }
+        shutdown_send(client_);
         error_code ec;
-        client_.sock.shutdown(tcp::socket::shutdown_send, ec);
         client_.sock.close(ec);
     }
 
   private:
+    // The TLS handshake, within the time allowed for a request header.
+    awaitable<bool> handshake() {
+        auto tls = ctx_.tls->current();
+        client_.expires_after(header_timeout);
+        auto ec = co_await tls_accept(client_, *tls);
+        if (ec) {
+            spdlog::debug("TLS handshake with {} failed: {}", client_ip_, ec.message());
+            error_code ignored;
+            client_.sock.close(ignored);
+            co_return false;
+        }
+        co_return true;
+    }
+
     // Serves one request; true when the connection stays open for the next.
     awaitable<bool> serve_one() {
         // What the previous exchange used of the client's bytes goes; what it read past its
@@ -119,8 +136,7 @@ class session {
         if (in_.empty()) {
             client_.expires_after(idle_timeout);
             client_.idle = true;
-            auto [ec, n] = co_await client_.sock.async_read_some(in_.prepare(read_room),
-                                                                 use_nothrow);
+            auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
             in_.commit(n);
             client_.idle = false;
             if (ec || ctx_.draining)
@@ -135,8 +151,7 @@ class session {
                 co_await send_error(r.http_status, "malformed HTTP request: " + std::string(r.message));
                 co_return false;
             }
-            auto [ec, n] = co_await client_.sock.async_read_some(in_.prepare(read_room),
-                                                                 use_nothrow);
+            auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
             in_.commit(n);
             if (ec)
                 co_return false; // closed, reset or timed out mid-header: nobody to answer
@@ -354,8 +369,7 @@ class session {
                 in.expires_after(*read_timeout);
             else
                 in.expires_never();
-            auto [ec, n] =
-                co_await in.sock.async_read_some(buf.prepare(relay_buffer_size / 2), use_nothrow);
+            auto [ec, n] = co_await read_some(in, buf.prepare(relay_buffer_size / 2));
             buf.commit(n);
             if (ec) {
                 if (ec == asio::error::eof && st.in == body_kind::until_close) {
@@ -643,37 +657,40 @@ class session {
         co_return false;
     }
 
-    // One direction of a tunnel: waits until `from` is readable, then moves what it has to `to`.
-    // An end of stream is passed on as a half-close; an error ends both directions.
+    // One direction of a tunnel: waits until `from` is readable, then moves everything it has
+    // to `to` (reading until it would block: the next wake-up needs new bytes). An end of stream
+    // is passed on as a half-close; an error ends both directions.
     awaitable<void> pump(timed_socket& from, timed_socket& to) {
         std::vector<asio::const_buffer> bufs;
         error_code ignored;
         for (;;) {
             from.expires_never(); // an idle tunnel stays open as long as both ends keep it
-            auto [wec] = co_await from.sock.async_wait(tcp::socket::wait_read, use_nothrow);
-            if (wec)
+            if (co_await wait_readable(from))
                 break;
             auto mem = ctx_.take_buffer();
             error_code ec;
-            std::size_t n = from.sock.read_some(asio::buffer(mem.get(), relay_buffer_size), ec);
-            if (ec == asio::error::would_block || ec == asio::error::try_again) {
-                ctx_.give_back(std::move(mem));
-                continue;
-            }
-            if (ec) {
-                ctx_.give_back(std::move(mem));
-                if (ec != asio::error::eof)
+            bool ok = true;
+            for (;;) {
+                std::size_t n = read_now(from, asio::buffer(mem.get(), relay_buffer_size), ec);
+                if (ec)
                     break;
-                to.sock.shutdown(tcp::socket::shutdown_send, ignored);
-                co_return;
+                bufs.assign({asio::buffer(mem.get(), n)});
+                to.expires_after(io_timeout);
+                ok = write_now(to, bufs) || !co_await write_all(to, bufs);
+                to.expires_never();
+                if (!ok)
+                    break;
             }
-            bufs.assign({asio::buffer(mem.get(), n)});
-            to.expires_after(io_timeout);
-            bool ok = write_now(to, bufs) || !co_await write_all(to, bufs);
-            to.expires_never();
             ctx_.give_back(std::move(mem));
             if (!ok)
                 break;
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+                continue;
+            if (ec == asio::error::eof) {
+                shutdown_send(to);
+                co_return;
+            }
+            break;
         }
         from.sock.close(ignored);
         to.sock.close(ignored);

@@ -1,5 +1,7 @@
 #include "proxy/http_io.hpp"
 
+#include "proxy/tls.hpp"
+
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 
@@ -32,14 +34,32 @@ error_code timed_socket::result(error_code ec) const {
     return ec;
 }
 
-awaitable<error_code> read_some(timed_socket& s, byte_buffer& buf, std::size_t min_room) {
-    auto [ec, n] = co_await s.sock.async_read_some(buf.prepare(min_room), use_nothrow);
-    buf.commit(n);
+std::size_t read_now(timed_socket& s, asio::mutable_buffer b, error_code& ec) {
+    if (s.tls)
+        return tls_read_now(s, b, ec);
+    return s.sock.read_some(b, ec);
+}
+
+awaitable<error_code> wait_readable(timed_socket& s) {
+    if (s.tls && tls_pending(s))
+        co_return error_code{};
+    auto [ec] = co_await s.sock.async_wait(asio::ip::tcp::socket::wait_read, use_nothrow);
     co_return s.result(ec);
+}
+
+void shutdown_send(timed_socket& s) {
+    if (s.tls)
+        tls_close_notify(s);
+    error_code ignored;
+    s.sock.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
 }
 
 bool write_now(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
     error_code ec;
+    if (s.tls) {
+        bool want_read = false;
+        return tls_write_now(s, bufs, ec, want_read);
+    }
     std::size_t n = s.sock.write_some(bufs, ec);
     // Drop what was written.
     auto it = bufs.begin();
@@ -54,6 +74,21 @@ bool write_now(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
 }
 
 awaitable<error_code> write_all(timed_socket& s, std::vector<asio::const_buffer>& bufs) {
+    if (s.tls) {
+        for (;;) {
+            error_code ec;
+            bool want_read = false;
+            if (tls_write_now(s, bufs, ec, want_read))
+                co_return error_code{};
+            if (ec)
+                co_return ec;
+            const auto what = want_read ? asio::ip::tcp::socket::wait_read
+                                        : asio::ip::tcp::socket::wait_write;
+            auto [wec] = co_await s.sock.async_wait(what, use_nothrow);
+            if (wec)
+                co_return s.result(wec);
+        }
+    }
     if (write_now(s, bufs))
         co_return error_code{};
     auto [wec, written] = co_await asio::async_write(s.sock, bufs, use_nothrow);

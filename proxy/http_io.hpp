@@ -10,13 +10,17 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <string_view>
 #include <unordered_set>
 #include <vector>
 
+struct ssl_st;
+
 namespace edge::proxy {
 
 struct timed_socket;
+void tls_free(ssl_st* ssl); // proxy/tls.cpp
 
 // Every socket of a worker with a deadline; the ticker cancels the overdue ones, and a drain
 // closes the idle ones. One per worker, its thread only.
@@ -36,7 +40,11 @@ struct timed_socket {
     timed_socket(socket_watch& w, boost::asio::ip::tcp::socket s) : sock(std::move(s)), watch(w) {
         watch.sockets.insert(this);
     }
-    ~timed_socket() { watch.sockets.erase(this); }
+    ~timed_socket() {
+        watch.sockets.erase(this);
+        if (tls)
+            tls_free(tls);
+    }
     timed_socket(const timed_socket&) = delete;
     timed_socket& operator=(const timed_socket&) = delete;
 
@@ -56,6 +64,7 @@ struct timed_socket {
     clock::time_point deadline = clock::time_point::max();
     bool timed_out = false;
     bool idle = false; // waiting for the next request on a kept-alive connection
+    ssl_st* tls = nullptr; // set once a TLS handshake succeeded on this socket (owned)
 };
 
 // Bytes read from a socket and not consumed yet, contiguous (a parsed head's views point into
@@ -112,9 +121,25 @@ class byte_buffer {
     std::size_t cap_ = 0, lo_ = 0, hi_ = 0;
 };
 
-// Reads once into `buf` (at least `min_room` bytes of room). 0 bytes and an error on EOF.
-awaitable<boost::system::error_code> read_some(timed_socket& s, byte_buffer& buf,
-                                               std::size_t min_room);
+// Reads what is there, or waits for something (TLS decrypted when the socket has it). EOF is
+// asio::error::eof; past the deadline, beast::error::timeout (through s.result()).
+using read_result = std::tuple<boost::system::error_code, std::size_t>;
+awaitable<read_result> tls_read_some(timed_socket& s, boost::asio::mutable_buffer b);
+inline awaitable<read_result> read_some(timed_socket& s, boost::asio::mutable_buffer b) {
+    if (s.tls)
+        return tls_read_some(s, b);
+    return s.sock.async_read_some(b, use_nothrow);
+}
+
+// Reads what is there without waiting: would_block when nothing is.
+std::size_t read_now(timed_socket& s, boost::asio::mutable_buffer b,
+                     boost::system::error_code& ec);
+
+// Waits until `s` has something to read (at once when TLS holds decrypted bytes already).
+awaitable<boost::system::error_code> wait_readable(timed_socket& s);
+
+// Ends the sending side: TLS close_notify, then a TCP half-close.
+void shutdown_send(timed_socket& s);
 
 // Writes all of `bufs`: a plain non-blocking write first (most writes fit the socket buffer at
 // once, and then no asynchronous operation is needed at all), then asynchronously for whatever

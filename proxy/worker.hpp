@@ -20,6 +20,8 @@ class client;
 
 namespace edge::proxy {
 
+class tls_store;
+
 struct worker_context {
     worker_context(boost::asio::any_io_executor ex, std::shared_ptr<const conf::config> c,
                    routing::route_source& r)
@@ -49,6 +51,8 @@ struct worker_context {
 
     std::shared_ptr<const conf::config> cfg;
     routing::route_source& routes;
+    // The TLS context store when ENABLE_TLS is on (process-wide, reloadable), else null.
+    tls_store* tls = nullptr;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
     // Every worker's Redis connection, when REDIS_HOST is set: /health reports the worst state.

@@ -19,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -409,6 +410,7 @@ class DevStack:
         name = "edgegate" if not self.edgegates else f"edgegate-{len(self.edgegates) + 1}"
         proc = self._start([edgegate_bin(), *args], name, env=env, wait_listening=False)
         proc.port = int(port or env["PROXY_PORT"])
+        proc.tls = str(env.get("ENABLE_TLS", "")).lower() == "true"
         self.edgegates.append(proc)
         try:
             wait_for_health(proc, timeout)
@@ -422,7 +424,11 @@ def wait_for_health(proc, timeout=START_TIMEOUT):
     def healthy():
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited before answering /health\n" + proc.describe())
-        conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=2)
+        if getattr(proc, "tls", False):
+            conn = http.client.HTTPSConnection("127.0.0.1", proc.port, timeout=2,
+                                               context=ssl._create_unverified_context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", proc.port, timeout=2)
         try:
             conn.request("GET", "/health", headers={"Host": f"127.0.0.1:{proc.port}"})
             return conn.getresponse().status == 200

@@ -1,0 +1,250 @@
+#include "proxy/tls.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <spdlog/spdlog.h>
+
+namespace edge::proxy {
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// Mozilla's "intermediate" configuration (TLS 1.2 suites; TLS 1.3 uses OpenSSL's defaults,
+// which are the same three).
+constexpr const char* tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305";
+
+std::string openssl_error(std::string_view what) {
+    std::string out(what);
+    unsigned long e = 0;
+    char buf[256];
+    bool first = true;
+    while ((e = ERR_get_error()) != 0) {
+        ERR_error_string_n(e, buf, sizeof buf);
+        out += first ? ": " : "; ";
+        out += buf;
+        first = false;
+    }
+    return out;
+}
+
+// ALPN: HTTP/1.1 is what this listener speaks; a client offering only h2 gets no ALPN answer and
+// may still speak HTTP/1.1.
+int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+    static const unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours, in, inlen) ==
+        OPENSSL_NPN_NEGOTIATED) {
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    return SSL_TLSEXT_ERR_NOACK;
+}
+
+error_code ssl_failure(SSL* ssl, int ret) {
+    int err = SSL_get_error(ssl, ret);
+    if (err == SSL_ERROR_ZERO_RETURN)
+        return asio::error::eof;
+    if (err == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)
+        return errno != 0 ? error_code(errno, boost::system::system_category())
+                          : error_code(asio::error::eof);
+    ERR_clear_error();
+    return asio::error::connection_aborted; // a protocol error: the connection is unusable
+}
+
+} // namespace
+
+std::shared_ptr<tls_server_context> tls_server_context::load(const std::string& cert_file,
+                                                             const std::string& key_file,
+                                                             std::string& error) {
+    ERR_clear_error();
+    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        error = openssl_error("cannot create a TLS context");
+        return nullptr;
+    }
+    std::shared_ptr<tls_server_context> out(new tls_server_context(ctx));
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                                 SSL_OP_IGNORE_UNEXPECTED_EOF);
+    SSL_CTX_set_max_early_data(ctx, 0);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:prime256v1:secp384r1") != 1) {
+        error = openssl_error("cannot set the TLS ciphers");
+        return nullptr;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
+        error = openssl_error("TLS_CERT_FILE " + cert_file + " is not a usable PEM certificate chain");
+        return nullptr;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+        error = openssl_error("TLS_KEY_FILE " + key_file + " is not a usable PEM private key");
+        return nullptr;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        error = openssl_error("TLS_KEY_FILE does not match the certificate in TLS_CERT_FILE");
+        return nullptr;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
+    if (X509* cert = SSL_CTX_get0_certificate(ctx)) {
+        char name[512];
+        X509_NAME_oneline(X509_get_subject_name(cert), name, sizeof name);
+        out->subject_ = name;
+    }
+    return out;
+}
+
+tls_server_context::~tls_server_context() {
+    SSL_CTX_free(ctx_);
+}
+
+bool tls_store::reload(std::string& error) {
+    auto next = tls_server_context::load(cert_file_, key_file_, error);
+    if (!next)
+        return false;
+    std::lock_guard lock(mutex_);
+    current_ = std::move(next);
+    return true;
+}
+
+std::shared_ptr<tls_server_context> tls_store::current() const {
+    std::lock_guard lock(mutex_);
+    return current_;
+}
+
+awaitable<error_code> tls_accept(timed_socket& s, const tls_server_context& ctx) {
+    // A client speaking plain HTTP to the TLS port gets told so, in plain HTTP.
+    auto [wec] = co_await s.sock.async_wait(tcp::socket::wait_read, use_nothrow);
+    if (wec)
+        co_return s.result(wec);
+    unsigned char first = 0;
+    error_code pec;
+    std::size_t peeked =
+        s.sock.receive(asio::buffer(&first, 1), tcp::socket::message_peek, pec);
+    if (pec || peeked == 0)
+        co_return pec ? pec : error_code(asio::error::eof);
+    if (first != 0x16) { // not a TLS handshake record
+        static constexpr std::string_view body =
+            "{\"statusCode\":400,\"message\":\"this port speaks HTTPS: use https:// to reach it\"}\n";
+        const std::string answer =
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + std::string(body);
+        std::vector<asio::const_buffer> bufs{asio::buffer(answer)};
+        write_now(s, bufs);
+        co_return asio::error::no_protocol_option;
+    }
+    SSL* ssl = SSL_new(ctx.native());
+    if (!ssl)
+        co_return asio::error::no_memory;
+    s.tls = ssl; // owned by the socket from here
+    SSL_set_fd(ssl, static_cast<int>(s.sock.native_handle()));
+    error_code ignored;
+    s.sock.non_blocking(true, ignored);
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_accept(ssl);
+        if (r == 1)
+            co_return error_code{};
+        int err = SSL_get_error(ssl, r);
+        tcp::socket::wait_type what;
+        if (err == SSL_ERROR_WANT_READ)
+            what = tcp::socket::wait_read;
+        else if (err == SSL_ERROR_WANT_WRITE)
+            what = tcp::socket::wait_write;
+        else
+            co_return ssl_failure(ssl, r);
+        auto [ec] = co_await s.sock.async_wait(what, use_nothrow);
+        if (ec)
+            co_return s.result(ec);
+    }
+}
+
+awaitable<std::tuple<error_code, std::size_t>> tls_read_some(timed_socket& s,
+                                                            asio::mutable_buffer b) {
+    for (;;) {
+        error_code ec;
+        std::size_t n = tls_read_now(s, b, ec);
+        if (!ec)
+            co_return std::tuple{ec, n};
+        if (ec != asio::error::would_block && ec != asio::error::try_again)
+            co_return std::tuple{ec, std::size_t{0}};
+        // (A TLS 1.3 key update or a ticket may need a write; OpenSSL does it inside SSL_read.)
+        auto [wec] = co_await s.sock.async_wait(tcp::socket::wait_read, use_nothrow);
+        if (wec)
+            co_return std::tuple{s.result(wec), std::size_t{0}};
+    }
+}
+
+std::size_t tls_read_now(timed_socket& s, asio::mutable_buffer b, error_code& ec) {
+    ERR_clear_error();
+    std::size_t n = 0;
+    int r = SSL_read_ex(s.tls, b.data(), b.size(), &n);
+    if (r == 1) {
+        ec = {};
+        return n;
+    }
+    int err = SSL_get_error(s.tls, r);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+        ec = asio::error::would_block;
+    else
+        ec = ssl_failure(s.tls, r);
+    return 0;
+}
+
+bool tls_write_now(timed_socket& s, std::vector<asio::const_buffer>& bufs, error_code& ec,
+                   bool& want_read) {
+    ec = {};
+    std::size_t done = 0;
+    while (done < bufs.size()) {
+        auto& b = bufs[done];
+        if (b.size() == 0) {
+            ++done;
+            continue;
+        }
+        ERR_clear_error();
+        std::size_t n = 0;
+        int r = SSL_write_ex(s.tls, b.data(), b.size(), &n);
+        if (r == 1) {
+            b += n;
+            if (b.size() == 0)
+                ++done;
+            continue;
+        }
+        int err = SSL_get_error(s.tls, r);
+        if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+            want_read = err == SSL_ERROR_WANT_READ;
+        } else {
+            ec = ssl_failure(s.tls, r);
+        }
+        break;
+    }
+    bufs.erase(bufs.begin(), bufs.begin() + static_cast<std::ptrdiff_t>(done));
+    return bufs.empty();
+}
+
+bool tls_pending(const timed_socket& s) {
+    return SSL_pending(s.tls) > 0;
+}
+
+void tls_close_notify(timed_socket& s) {
+    ERR_clear_error();
+    SSL_shutdown(s.tls); // one try: the socket is non-blocking and about to close
+    ERR_clear_error();
+}
+
+void tls_free(ssl_st* ssl) {
+    SSL_free(ssl);
+}
+
+} // namespace edge::proxy

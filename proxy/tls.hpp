@@ -1,0 +1,71 @@
+#pragma once
+// TLS at the edge (OpenSSL 3): the server context built from TLS_CERT_FILE/TLS_KEY_FILE, swapped
+// atomically on reload, and TLS I/O on a timed_socket driven by readiness (SSL on the socket's
+// descriptor, non-blocking: no stream wrapper, no extra copy).
+#include "common/async.hpp"
+#include "proxy/http_io.hpp"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+struct ssl_ctx_st;
+
+namespace edge::proxy {
+
+// An immutable server context: certificate chain and key, TLS 1.2-1.3 with Mozilla's
+// "intermediate" ciphers, no renegotiation, no compression, no 0-RTT, session tickets on,
+// ALPN http/1.1.
+class tls_server_context {
+  public:
+    // Builds a context from PEM files; nullptr with `error` set when they do not make one.
+    static std::shared_ptr<tls_server_context> load(const std::string& cert_file,
+                                                    const std::string& key_file,
+                                                    std::string& error);
+    ~tls_server_context();
+    tls_server_context(const tls_server_context&) = delete;
+    tls_server_context& operator=(const tls_server_context&) = delete;
+
+    ssl_ctx_st* native() const { return ctx_; }
+    const std::string& subject() const { return subject_; } // for logs
+
+  private:
+    explicit tls_server_context(ssl_ctx_st* ctx) : ctx_(ctx) {}
+    ssl_ctx_st* ctx_;
+    std::string subject_;
+};
+
+// The context new connections use; reload() swaps it only when the new files are valid.
+// Connections keep the context they started with.
+class tls_store {
+  public:
+    tls_store(std::string cert_file, std::string key_file)
+        : cert_file_(std::move(cert_file)), key_file_(std::move(key_file)) {}
+    // Loads the files; false (and `error`) when they are unusable, the current context stays.
+    bool reload(std::string& error);
+    std::shared_ptr<tls_server_context> current() const;
+
+  private:
+    std::string cert_file_, key_file_;
+    mutable std::mutex mutex_;
+    std::shared_ptr<tls_server_context> current_;
+};
+
+// Makes `s` a TLS server connection with `ctx` and runs the handshake (bounded by the socket's
+// deadline). An error means no TLS connection (the client is gone, spoke no TLS, or offered
+// nothing acceptable).
+awaitable<boost::system::error_code> tls_accept(timed_socket& s, const tls_server_context& ctx);
+
+// TLS halves of http_io's functions (called by them when s.tls is set).
+awaitable<std::tuple<boost::system::error_code, std::size_t>>
+tls_read_some(timed_socket& s, boost::asio::mutable_buffer b);
+std::size_t tls_read_now(timed_socket& s, boost::asio::mutable_buffer b,
+                         boost::system::error_code& ec);
+bool tls_write_now(timed_socket& s, std::vector<boost::asio::const_buffer>& bufs,
+                   boost::system::error_code& ec, bool& want_read);
+bool tls_pending(const timed_socket& s);
+void tls_close_notify(timed_socket& s);
+void tls_free(ssl_st* ssl);
+
+} // namespace edge::proxy
