@@ -1,5 +1,9 @@
 #include "sshgw/activity.hpp"
 
+// g++ 12 reports -Wmismatched-new-delete on some Asio coroutine frames (a false positive: the
+// frame's operator new and delete match).
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 #include "common/async.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -12,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <vector>
 
 namespace edge::sshgw {
 
@@ -21,12 +26,22 @@ constexpr auto interval = std::chrono::seconds(45);
 awaitable<void> post_activity(conf::url_parts api, std::string key, std::string sandbox_id) {
     using tcp = asio::ip::tcp;
     auto ex = co_await asio::this_coro::executor;
-    tcp::resolver resolver(ex);
-    auto [rec, results] =
-        co_await resolver.async_resolve(api.host, std::to_string(api.port), use_nothrow);
-    if (rec) {
-        spdlog::warn("ssh: last-activity of {}: {}", sandbox_id, rec.message());
-        co_return;
+    // An IP literal is used as is: Asio's async_resolve runs on a hidden thread of its own.
+    std::vector<tcp::endpoint> endpoints;
+    boost::system::error_code aec;
+    auto addr = asio::ip::make_address(api.host, aec);
+    if (!aec) {
+        endpoints.emplace_back(addr, api.port);
+    } else {
+        tcp::resolver resolver(ex);
+        auto [rec, results] =
+            co_await resolver.async_resolve(api.host, std::to_string(api.port), use_nothrow);
+        if (rec) {
+            spdlog::warn("ssh: last-activity of {}: {}", sandbox_id, rec.message());
+            co_return;
+        }
+        for (auto& r : results)
+            endpoints.push_back(r.endpoint());
     }
     tcp::socket sock(ex);
     asio::steady_timer deadline(ex, std::chrono::seconds(10));
@@ -36,7 +51,7 @@ awaitable<void> post_activity(conf::url_parts api, std::string key, std::string 
             sock.close(ignored);
         }
     });
-    auto [cec, ep] = co_await asio::async_connect(sock, results, use_nothrow);
+    auto [cec, ep] = co_await asio::async_connect(sock, endpoints, use_nothrow);
     if (cec) {
         spdlog::warn("ssh: last-activity of {}: {}", sandbox_id, cec.message());
         co_return;

@@ -26,6 +26,9 @@ struct connection::side {
     ssh_channel ch = nullptr;
     ssh_channel_callbacks_struct cb{};
     uint32_t leftover[2] = {0, 0}; // bytes libssh keeps for us (stdout, stderr) not yet forwarded
+    // Bytes taken out of libssh that the other side did not accept (its session was re-keying):
+    // written before anything else of that stream. At most one window.
+    std::string taken[2];
     uint32_t max_window = 0;       // the largest window the peer gave us on this channel
     bool eof_in = false, eof_out = false, close_in = false, close_out = false;
 };
@@ -806,11 +809,24 @@ void connection::service_pair(channel_pair& p) {
         auto& src = p.s[from];
         auto& dst = p.s[1 - from];
         for (int st = 0; st < 2; ++st) {
-            if (src.leftover[st] == 0)
+            if (src.leftover[st] == 0 && src.taken[st].empty())
                 continue;
             if (dst.close_out || dst.eof_out) {
                 src.leftover[st] = 0; // nobody to deliver to
+                src.taken[st].clear();
                 continue;
+            }
+            if (!src.taken[st].empty()) {
+                auto& t = src.taken[st];
+                uint32_t room = ssh_channel_window_size(dst.ch);
+                uint32_t n = std::min<uint32_t>(room, uint32_t(t.size()));
+                int wr = n == 0 ? 0
+                         : st   ? ssh_channel_write_stderr(dst.ch, t.data(), n)
+                                : ssh_channel_write(dst.ch, t.data(), n);
+                if (wr > 0)
+                    t.erase(0, static_cast<std::size_t>(wr));
+                if (!t.empty())
+                    continue;
             }
             uint32_t room = ssh_channel_window_size(dst.ch);
             dst.max_window = std::max(dst.max_window, room);
@@ -823,17 +839,18 @@ void connection::service_pair(channel_pair& p) {
                 src.leftover[st] = 0;
                 continue;
             }
+            src.leftover[st] -= std::min<uint32_t>(src.leftover[st], r);
             int wr = st ? ssh_channel_write_stderr(dst.ch, w_.scratch.data(), r)
                         : ssh_channel_write(dst.ch, w_.scratch.data(), r);
-            if (wr != r)
-                spdlog::warn("ssh: {}: short channel write ({} of {})", peer_, wr, r);
-            src.leftover[st] -= std::min<uint32_t>(src.leftover[st], r);
+            if (wr < r) // the other session is re-keying: keep the rest ourselves
+                src.taken[st].assign(w_.scratch.data() + std::max(wr, 0), w_.scratch.data() + r);
         }
     }
     for (int from = 0; from < 2; ++from) {
         auto& src = p.s[from];
         auto& dst = p.s[1 - from];
-        bool drained = src.leftover[0] == 0 && src.leftover[1] == 0;
+        bool drained = src.leftover[0] == 0 && src.leftover[1] == 0 && src.taken[0].empty() &&
+                       src.taken[1].empty();
         if (!drained)
             continue;
         if ((src.eof_in || src.close_in) && !dst.eof_out && !dst.close_out) {
@@ -885,6 +902,11 @@ int connection::on_data(side& s, void* data, uint32_t len, int is_stderr) noexce
     if (!p.open || dst.close_out || dst.eof_out) {
         s.leftover[st] = 0;
         return static_cast<int>(len); // nowhere to go: drop
+    }
+    if (!s.taken[st].empty()) { // older bytes go first
+        s.leftover[st] = len;
+        repump_ = true;
+        return 0;
     }
     uint32_t room = ssh_channel_window_size(dst.ch);
     dst.max_window = std::max(dst.max_window, room);

@@ -301,6 +301,78 @@ class LoginErrorTest(ssh_stack.SshTestCase):
         self.assertEqual(fails, [], r.stdout)
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def under_asan(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
+class LoadTest(ssh_stack.SshTestCase):
+    def test_200_concurrent_sessions_stay_on_the_worker_threads(self):
+        pid = self.env.eg.pid
+        workers = int(self.env.eg_env["EDGEGATE_WORKERS"])
+        # Warm up first: the control-plane client's first async_resolve starts Asio's hidden
+        # resolver thread on each worker (auth/control_plane_client; not per session).
+        for _ in range(2 * workers):
+            self.assertEqual(self.ssh("true").returncode, 0)
+        baseline = len(os.listdir(f"/proc/{pid}/task"))
+        self.assertLessEqual(baseline, 2 * workers)
+        seen = {baseline}
+        stop = threading.Event()
+
+        def sample():  # a measurement, not a synchronisation
+            while not stop.is_set():
+                seen.add(len(os.listdir(f"/proc/{pid}/task")))
+                stop.wait(0.02)
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        procs = [subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, f"echo session-{i}"),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL) for i in range(200)]
+        try:
+            for i, p in enumerate(procs):
+                out, err = p.communicate(timeout=180)
+                self.assertEqual((p.returncode, out), (0, f"session-{i}\n".encode()), err)
+        finally:
+            stop.set()
+            sampler.join()
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+        self.assertEqual(seen, {baseline}, "edgegate's thread count while 200 sessions ran")
+
+    def test_slow_reader_keeps_gateway_memory_bounded(self):
+        pid = self.env.eg.pid
+        size = 1024 * MiB
+        p = subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, f"head -c {size} /dev/zero"),
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        got = len(p.stdout.read(MiB))  # flowing; from here on nobody reads
+        before = rss_kib(pid)
+        peak = before
+        deadline = time.monotonic() + 3  # a measurement window, not a synchronisation
+        while time.monotonic() < deadline:
+            peak = max(peak, rss_kib(pid))
+            time.sleep(0.05)
+        if not under_asan(pid):
+            self.assertLess(peak - before, 32 * 1024, f"RSS grew from {before} to {peak} KiB")
+        while True:  # and the stream resumes, complete, once the reader reads again
+            chunk = p.stdout.read(4 * MiB)
+            if not chunk:
+                break
+            got += len(chunk)
+        self.assertEqual(p.wait(120), 0)
+        self.assertEqual(got, size)
+
+
 class RunnerUnreachableTest(ssh_stack.SshTestCase):
     edgegate_env = {"RUNNER_SSH_PORT": 1}
 

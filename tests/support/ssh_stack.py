@@ -55,6 +55,7 @@ class SshStack:
                    "RUNNER_SSH_PORT": self.sshd.port, "SSH_GATEWAY_PORT": self.ssh_port}
             env.update(self.extra_env)
             self.eg = self.stack.start_edgegate(env)
+            self.eg_env = self.stack.edgegate_env(env)
         except BaseException:
             self.stop()
             raise
