@@ -201,3 +201,55 @@ TEST_CASE("PROXY_API_KEY_FILE and SSH_GATEWAY_API_KEY_FILE hold the keys", "[con
         CHECK(load(valid_env(), {}).cfg.auth_lookup_timeout_ms == 5000);
     }
 }
+
+TEST_CASE("SSH gateway settings", "[config]") {
+    SECTION("defaults") {
+        auto r = load(valid_env(), {});
+        REQUIRE(r.problems.empty());
+        CHECK(r.cfg.runner_ssh_port == 2220);
+        CHECK(r.cfg.ssh_runner_host_key_check == "tofu");
+        CHECK(r.cfg.ssh_login_grace_sec == 30);
+    }
+    SECTION("key files must be readable, and one source per key") {
+        auto env = valid_env();
+        env["SSH_HOST_KEY_FILE"] = "/nonexistent/host_key";
+        env["SSH_PRIVATE_KEY_FILE"] = "/nonexistent/runner_key";
+        auto r = load(env, {});
+        CHECK(mentions(r.problems, "SSH_HOST_KEY_FILE=\"/nonexistent/host_key\""));
+        CHECK(mentions(r.problems, "SSH_PRIVATE_KEY_FILE=\"/nonexistent/runner_key\""));
+        auto key = temp_file("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n");
+        env = valid_env();
+        env["SSH_PRIVATE_KEY_FILE"] = key;
+        env["SSH_PRIVATE_KEY"] = "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEUgS0VZLS0tLS0K";
+        CHECK(mentions(load(env, {}).problems, "one or the other"));
+        env.erase("SSH_PRIVATE_KEY");
+        CHECK(load(env, {}).problems.empty());
+        std::remove(key.c_str());
+    }
+    SECTION("runner host key policy") {
+        auto env = valid_env();
+        env["SSH_RUNNER_HOST_KEY_CHECK"] = "sometimes";
+        CHECK(mentions(load(env, {}).problems, "tofu"));
+        env["SSH_RUNNER_HOST_KEY_CHECK"] = "known-hosts";
+        CHECK(mentions(load(env, {}).problems, "SSH_KNOWN_HOSTS_FILE: missing"));
+        auto known = temp_file("[runner-1]:2220 ssh-ed25519 AAAA\n");
+        env.erase("SSH_RUNNER_HOST_KEY_CHECK");
+        env["SSH_KNOWN_HOSTS_FILE"] = known;
+        auto r = load(env, {});
+        CHECK(r.problems.empty());
+        CHECK(r.cfg.ssh_runner_host_key_check == "known-hosts");
+        env["SSH_RUNNER_HOST_KEY_CHECK"] = "off";
+        CHECK(load(env, {}).cfg.ssh_runner_host_key_check == "off");
+        std::remove(known.c_str());
+    }
+    SECTION("numbers") {
+        auto env = valid_env();
+        env["RUNNER_SSH_PORT"] = "0";
+        env["SSH_LOGIN_GRACE_SEC"] = "0";
+        env["SSH_MAX_UNAUTHENTICATED"] = "many";
+        auto r = load(env, {});
+        CHECK(mentions(r.problems, "RUNNER_SSH_PORT"));
+        CHECK(mentions(r.problems, "SSH_LOGIN_GRACE_SEC"));
+        CHECK(mentions(r.problems, "SSH_MAX_UNAUTHENTICATED"));
+    }
+}
