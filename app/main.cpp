@@ -1,6 +1,7 @@
 // edgegate: the Daytona custom region's preview proxy (and, later, SSH gateway) in one process.
 // main wires the modules together: config → runtime → per-worker route sources and listeners.
 #include "auth/api_route_source.hpp"
+#include "auth/preview_access.hpp"
 #include "auth/control_plane_client.hpp"
 #include "common/log.hpp"
 #include "common/runtime.hpp"
@@ -67,6 +68,7 @@ struct worker {
     std::unique_ptr<edge::routing::redis::client> redis;
     std::unique_ptr<edge::routing::redis_route_source> redis_routes;
     std::unique_ptr<edge::routing::cached_route_source> routes;
+    std::unique_ptr<edge::auth::access_worker> access;
     std::unique_ptr<edge::proxy::worker_context> ctx;
     std::unique_ptr<tcp::acceptor> acceptor;
     std::unique_ptr<edge::sshgw::gateway> ssh;
@@ -152,14 +154,16 @@ int main(int argc, char** argv) {
         }
 
         std::vector<worker> workers(rt.size());
+        // Preview access: keys (rotating files), the API circuit breaker, decisions, OIDC.
+        edge::auth::access_process access(*cfg);
         edge::auth::control_plane_client::options api_opts;
         api_opts.timeout = std::chrono::seconds(cfg->api_client_timeout_sec);
+        api_opts.breaker = access.breaker;
         for (unsigned i = 0; i < rt.size(); ++i) {
             auto ex = rt.worker(i).get_executor();
             auto& w = workers[i];
             w.api = std::make_unique<edge::auth::control_plane_client>(ex, cfg->api, api_opts);
-            w.api_routes =
-                std::make_unique<edge::auth::api_route_source>(*w.api, cfg->proxy_api_key);
+            w.api_routes = std::make_unique<edge::auth::api_route_source>(*w.api, access.proxy_keys);
             edge::routing::route_source* behind_cache = w.api_routes.get();
             if (use_redis) {
                 w.redis = std::make_unique<edge::routing::redis::client>(ex, redis_opts);
@@ -170,12 +174,19 @@ int main(int argc, char** argv) {
             }
             w.routes = std::make_unique<edge::routing::cached_route_source>(
                 shared_routes, *behind_cache, route_opts);
+            w.access = std::make_unique<edge::auth::access_worker>(ex, *cfg, access, *w.api,
+                                                                   w.redis.get());
+            w.access->activity.run();
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
             w.ctx->tls = tls.get();
+            w.ctx->access = w.access.get();
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
             asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);
         }
+        asio::co_spawn(rt.worker(0).get_executor(),
+                       edge::auth::load_oidc(*workers[0].api, *cfg, access.shared.oidc),
+                       asio::detached);
         // The SSH gateway: same workers, same route sources and control-plane clients.
         std::string ssh_off;
         if (edge::sshgw::wanted(*cfg, ssh_off)) {
@@ -256,13 +267,15 @@ int main(int argc, char** argv) {
             };
         signals.async_wait(on_signal);
 
-        // SIGHUP: reload what can change without a restart (the TLS certificate and key). A bad
-        // new file is refused with a log line; the current one keeps serving.
+        // SIGHUP: reload what can change without a restart (the TLS certificate and key, the
+        // API key files). A bad new file is refused with a log line; the current one keeps
+        // serving.
         asio::signal_set hup(rt.worker(0), SIGHUP);
         std::function<void(const boost::system::error_code&, int)> on_hup =
             [&](const boost::system::error_code& ec, int) {
                 if (ec)
                     return;
+                access.reload_keys();
                 if (tls) {
                     std::string error;
                     if (tls->reload(error))

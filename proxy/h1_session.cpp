@@ -1,5 +1,12 @@
+// g++ 12 reports -Wmismatched-new-delete on large Asio coroutine frames (awaitable_frame_base's
+// operator new takes the aligned path that its operator delete mirrors): a false positive.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 #include "proxy/h1_session.hpp"
 
+#include "auth/cors.hpp"
+#include "auth/preview_access.hpp"
+#include "auth/preview_warning.hpp"
 #include "proxy/error_response.hpp"
 #include "proxy/h1_codec.hpp"
 #include "proxy/header_rewrite.hpp"
@@ -35,9 +42,6 @@ constexpr auto io_timeout = 70s; // a body read from the client or any write tha
 constexpr std::size_t read_room = 16 * 1024;
 constexpr std::size_t relay_buffer_size = worker_context::relay_buffer_size;
 
-bool is_reserved_port(std::uint16_t port) {
-    return port == 22222 || port == 2280 || port == 33333;
-}
 
 bool timed_out(const error_code& ec) {
     return ec == boost::beast::error::timeout;
@@ -63,6 +67,30 @@ struct body_state {
         done = in_kind == body_kind::none;
         bad = false;
     }
+};
+
+// The auth module's read access to a parsed head's fields.
+class h1_headers final : public auth::header_lookup {
+  public:
+    explicit h1_headers(const h1::head& h) : h_(h) {}
+    std::optional<std::string_view> first(std::string_view name) const override {
+        for (const auto& f : h_.fields)
+            if (h1::iequals(f.name, name))
+                return f.value;
+        return std::nullopt;
+    }
+
+  protected:
+    bool each_value(std::string_view name, void* ctx,
+                    bool (*f)(void*, std::string_view)) const override {
+        for (const auto& fld : h_.fields)
+            if (h1::iequals(fld.name, name) && f(ctx, fld.value))
+                return true;
+        return false;
+    }
+
+  private:
+    const h1::head& h_;
 };
 
 // A 64 KiB buffer borrowed from the worker's pool for one exchange.
@@ -157,15 +185,41 @@ class session {
                 co_return false; // closed, reset or timed out mid-header: nobody to answer
         }
         in_used_ = req_.size;
+        decision_ = auth::decision{};
+        decision_.what = auth::decision::kind::allow;
 
         auto target = routing::parse_host(req_.host);
-        switch (target.kind) {
-        case routing::host_kind::invalid:
+        if (target.kind == routing::host_kind::invalid)
             co_return co_await reply_error(400, std::string(target.error));
-        case routing::host_kind::base: co_return co_await serve_base();
-        case routing::host_kind::preview: break;
+        // The warning page's accept endpoint works on any host.
+        if (ctx_.access && req_.method == "POST"sv &&
+            req_.target.substr(0, req_.target.find('?')) == auth::accept_warning_path) {
+            view_ = make_view(target, auth::request_mode::preview);
+            co_return co_await reply_auth(
+                auth::accept_preview_warning(view_, ctx_.cfg->proxy_protocol));
         }
-        co_return co_await serve_preview(target);
+        if (target.kind == routing::host_kind::base)
+            co_return co_await serve_base();
+        bool keep = co_await serve_preview(target);
+        activity_.reset();
+        co_return keep;
+    }
+
+    // The auth module's view of the current request (views into req_).
+    auth::request_view make_view(const routing::host_target& t, auth::request_mode mode) {
+        auth::request_view v;
+        v.method = req_.method;
+        v.host = req_.host;
+        v.target = req_.target;
+        v.id = t.id;
+        v.base_host = mode == auth::request_mode::preview && !t.base_host.empty() ? t.base_host
+                                                                                   : req_.host;
+        v.port = t.port;
+        v.mode = mode;
+        v.websocket = req_.upgrade_websocket;
+        v.client_ip = client_ip_;
+        v.headers = &req_headers_;
+        return v;
     }
 
     // Daytona's {"status":"ok","version":...}, plus the state of Redis when one is configured:
@@ -205,10 +259,79 @@ class session {
         auto path = req_.target.substr(0, req_.target.find('?'));
         if (path == "/health" && (req_.method == "GET"sv || is_head_request()))
             co_return co_await reply(200, health_body());
-        if (auto tb = routing::parse_toolbox_path(req_.target); tb && routing::valid_id(tb->id))
-            co_return co_await reply_error(
-                401, "authentication required: toolbox requests need an API key or token");
+        if (auto tb = routing::parse_toolbox_path(req_.target); tb && routing::valid_id(tb->id)) {
+            bool keep = co_await serve_toolbox(*tb);
+            activity_.reset();
+            co_return keep;
+        }
+        if (path == "/callback" && req_.method == "GET"sv && ctx_.access) {
+            view_ = make_view(routing::host_target{}, auth::request_mode::toolbox);
+            auto resp = co_await ctx_.access->login.callback(view_);
+            co_return co_await reply_auth(resp);
+        }
         co_return co_await reply_error(404, "no route for this path on the proxy's base host");
+    }
+
+    // /toolbox/{id}/{rest} on the base host: always authenticated, forwarded to
+    // {runner}/sandboxes/{id}/toolbox{rest}, redirects kept under /toolbox/{id}.
+    awaitable<bool> serve_toolbox(const routing::toolbox_target& tb) {
+        routing::host_target t;
+        t.kind = routing::host_kind::preview;
+        t.id = tb.id;
+        t.port = 2280;
+        view_ = make_view(t, auth::request_mode::toolbox);
+        if (!co_await decide())
+            co_return co_await reply_auth(decision_.resp);
+        const std::string_view id = decision_.sandbox_id(view_);
+        auto found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
+        if (found.status == routing::lookup_status::unavailable)
+            found = co_await ctx_.routes.runner_for(id);
+        if (found.status == routing::lookup_status::not_found)
+            co_return co_await reply_error(404, "sandbox " + std::string(id) + " not found");
+        if (found.status != routing::lookup_status::found)
+            co_return co_await reply_unavailable(found.detail);
+        // The forwarded target: what follows /toolbox/{id} (the query-key rewrite applied).
+        std::string_view target = decision_.target ? std::string_view(*decision_.target)
+                                                   : req_.target;
+        const std::size_t prefix = 9 + tb.id.size(); // "/toolbox/{id}"
+        location_prefix_.assign("/toolbox/").append(tb.id);
+        if (ctx_.access)
+            activity_ = ctx_.access->activity.start(id, &req_headers_);
+        co_return co_await forward(std::move(found.route), id, "/toolbox"sv,
+                                   target.substr(std::min(prefix, target.size())));
+    }
+
+    // The access decision for view_, into decision_; true when the request may go on.
+    awaitable<bool> decide() {
+        if (!ctx_.access) {
+            decision_ = auth::decision{};
+            decision_.what = auth::decision::kind::allow;
+            co_return true;
+        }
+        auto& authz = ctx_.access->auth;
+        if (auto d = authz.ready(view_))
+            decision_ = std::move(*d);
+        else
+            decision_ = co_await authz.authorize(view_);
+        co_return decision_.allowed();
+    }
+
+    // The fields edgegate adds to the runner's response: the decision's cookies and CORS.
+    response_edits edits_for_response() {
+        extra_fields_.clear();
+        cors_fields_.clear();
+        if (ctx_.access) {
+            const auto& proto = ctx_.cfg->proxy_protocol;
+            if (!auth::foreign_origin(view_, proto).empty()) {
+                h1_headers upstream(res_);
+                auth::cors_response_headers(view_, proto, upstream, cors_fields_);
+            }
+        }
+        for (const auto& c : decision_.set_cookies)
+            extra_fields_.push_back({"Set-Cookie"sv, c});
+        for (const auto& [name, value] : cors_fields_)
+            extra_fields_.push_back({name, value});
+        return response_edits{extra_fields_, location_prefix_};
     }
 
     awaitable<bool> serve_preview(const routing::host_target& t) {
@@ -221,33 +344,51 @@ class session {
         routing::public_lookup pub;
         // The usual case: both answers cached and fresh, one lookup, no coroutine.
         const bool ready = ctx_.routes.ready_pair(id, found, pub);
-        if (!ready)
-            found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
-        if (!ready && found.status == routing::lookup_status::unavailable)
-            found = co_await ctx_.routes.runner_for(id);
+        if (!ready) {
+            pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
+            if (pub.status == routing::lookup_status::unavailable)
+                pub = co_await ctx_.routes.is_public(id);
+            if (pub.status == routing::lookup_status::unavailable)
+                co_return co_await reply_unavailable(pub.detail);
+        }
+        view_ = make_view(t, auth::request_mode::preview);
+        view_.sandbox_public = pub.status == routing::lookup_status::found && pub.is_public;
+        const auto& proto = ctx_.cfg->proxy_protocol;
+        if (ctx_.access) {
+            if (auto pre = auth::cors_preflight(view_, proto))
+                co_return co_await reply_auth(*pre);
+            if (auth::wants_preview_warning(view_, ctx_.cfg->preview_warning_enabled))
+                co_return co_await reply_auth(auth::preview_warning_page(view_, proto));
+        }
+        if (!co_await decide()) {
+            // Neither a sandbox nor a valid signed preview link: say so, whatever auth thinks.
+            if (pub.status == routing::lookup_status::not_found &&
+                decision_.resp.status != 503)
+                co_return co_await reply_error(404, "sandbox " + std::string(id) + " not found");
+            co_return co_await reply_auth(decision_.resp);
+        }
+        // A signed preview URL names a token in the host: the runner is the real sandbox's.
+        const std::string_view real_id = decision_.sandbox_id(view_);
+        if (!ready || real_id != id) {
+            found = ctx_.routes.ready_runner(real_id).value_or(routing::runner_lookup{});
+            if (found.status == routing::lookup_status::unavailable)
+                found = co_await ctx_.routes.runner_for(real_id);
+        }
         if (found.status == routing::lookup_status::not_found)
-            co_return co_await reply_error(404, "sandbox " + std::string(id) + " not found");
+            co_return co_await reply_error(404, "sandbox " + std::string(real_id) + " not found");
         if (found.status != routing::lookup_status::found)
             co_return co_await reply_unavailable(found.detail);
-        if (is_reserved_port(t.port))
-            co_return co_await reply_error(401,
-                                           "authentication required: port " +
-                                               std::to_string(t.port) +
-                                               " always needs a preview token or API key");
-        if (!ready)
-            pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
-        if (pub.status == routing::lookup_status::unavailable)
-            pub = co_await ctx_.routes.is_public(id);
-        if (pub.status == routing::lookup_status::unavailable)
-            co_return co_await reply_unavailable(pub.detail);
-        if (!pub.is_public)
-            co_return co_await reply_error(
-                401, "authentication required: sandbox " + std::string(id) + " is private");
 
-        char port[8];
-        auto [end, ec] = std::to_chars(port, port + sizeof port, t.port);
-        co_return co_await forward(std::move(found.route), id,
-                                   std::string_view(port, static_cast<std::size_t>(end - port)));
+        location_prefix_.clear();
+        if (ctx_.access)
+            activity_ = ctx_.access->activity.start(real_id, &req_headers_);
+        char port[24] = "/toolbox/proxy/";
+        auto [end, ec] = std::to_chars(port + 15, port + sizeof port, t.port);
+        std::string_view target = decision_.target ? std::string_view(*decision_.target)
+                                                   : req_.target;
+        co_return co_await forward(std::move(found.route), real_id,
+                                   std::string_view(port, static_cast<std::size_t>(end - port)),
+                                   target);
     }
 
     // Opens a new connection to the runner into `out`.
@@ -391,7 +532,8 @@ class session {
     // says it has no such sandbox (its 404 JSON), the route is invalidated everywhere and, for a
     // request without a body, resolved again and retried once.
     awaitable<bool> forward(std::shared_ptr<const routing::runner_route> route_ptr,
-                            std::string_view id, std::string_view port) {
+                            std::string_view id, std::string_view kind_path,
+                            std::string_view target) {
         bool client_keep = req_.keep_alive;
         const bool head_request = is_head_request();
         const bool bodyless = req_.body == body_kind::none;
@@ -409,13 +551,16 @@ class session {
                                                "runner at " + route.host_port +
                                                    " uses https, which this build cannot reach yet",
                                                client_keep && bodyless);
-            const std::string_view parts[] = {route.base_path, "/sandboxes/"sv, id,
-                                              "/toolbox/proxy/"sv, port, req_.target};
+            const std::string_view parts[] = {route.base_path, "/sandboxes/"sv, id, kind_path,
+                                              target.empty() ? "/"sv : target};
+            static constexpr std::string_view strip_authorization[] = {"authorization"};
+            forward_context fc{req_.host, client_ip_,
+                               ctx_.cfg->enable_tls ? "https"sv : "http"sv, route.host_port,
+                               route.api_key};
+            if (decision_.strip_authorization)
+                fc.also_strip = strip_authorization;
             head_out_.clear();
-            write_request_head(head_out_, req_, parts,
-                               forward_context{req_.host, client_ip_,
-                                               ctx_.cfg->enable_tls ? "https"sv : "http"sv,
-                                               route.host_port, route.api_key});
+            write_request_head(head_out_, req_, parts, fc);
 
             // A pooled connection can turn out dead only on use; a bodyless request is retried
             // once on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
@@ -559,7 +704,7 @@ class session {
                     head_out_.clear();
                     client_keep = client_keep && request_done && !ctx_.draining;
                     write_response_head(head_out_, res_, body_kind::length, client_keep,
-                                        req_.version);
+                                        req_.version, edits_for_response());
                     bufs_.assign({asio::buffer(head_out_),
                                   asio::buffer(up_buf.data().substr(res_.size,
                                                                     res_.content_length))});
@@ -578,7 +723,8 @@ class session {
             }
             client_keep = client_keep && request_done && !ctx_.draining;
             head_out_.clear();
-            write_response_head(head_out_, res_, out, client_keep, req_.version);
+            write_response_head(head_out_, res_, out, client_keep, req_.version,
+                                edits_for_response());
 
             // A response whose whole body already arrived with its head goes out in one write,
             // without a relay coroutine.
@@ -635,7 +781,7 @@ class session {
                 false);
         }
         head_out_.clear();
-        write_upgrade_response_head(head_out_, res_);
+        write_upgrade_response_head(head_out_, res_, edits_for_response());
         // What either side sent past its head already belongs to the tunnel.
         bufs_.assign({asio::buffer(head_out_), asio::buffer(up_buf.data().substr(res_.size))});
         if (!co_await flush(client_))
@@ -733,6 +879,27 @@ class session {
         co_return co_await flush(client_) && keep;
     }
 
+    // An answer the auth module made (401, 307 to the login, 204 preflight, warning page...).
+    awaitable<bool> reply_auth(const auth::response& r) {
+        const bool keep = req_.keep_alive && req_.body == body_kind::none && !ctx_.draining;
+        std::string body;
+        std::string_view content_type = r.content_type;
+        if (r.body.empty() && !r.message.empty()) {
+            body = error_body(r.status, r.message, req_.target, req_.method);
+            content_type = "application/json"sv;
+        } else {
+            body = r.body;
+        }
+        extra_fields_.clear();
+        for (const auto& [name, value] : r.headers)
+            extra_fields_.push_back({name, value});
+        head_out_.clear();
+        write_local_response(head_out_, r.status, content_type, body, keep, is_head_request(),
+                             extra_fields_);
+        bufs_.assign({asio::buffer(head_out_)});
+        co_return co_await flush(client_) && keep;
+    }
+
     awaitable<bool> reply_error(unsigned status, std::string message, bool keep_allowed = true) {
         if (status >= 500)
             spdlog::warn("{} {}: {}", status, req_.method, message);
@@ -763,6 +930,13 @@ class session {
     std::string carry_;       // bytes read past a request body, for the next exchange
     h1::head req_;
     h1::head res_;
+    h1_headers req_headers_{req_};
+    auth::request_view view_;
+    auth::decision decision_;
+    auth::activity_tracker::handle activity_; // while an exchange with a sandbox lives
+    std::string location_prefix_;             // toolbox: /toolbox/{id}
+    std::vector<std::pair<std::string, std::string>> cors_fields_;
+    std::vector<h1::field> extra_fields_;
     std::optional<timed_socket> upstream_;
     body_state request_body_;
     body_state response_body_;

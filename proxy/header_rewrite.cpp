@@ -36,6 +36,8 @@ void append_framing(std::string& out, h1::body_kind body, std::uint64_t length) 
     }
 }
 
+void append_end_to_end(std::string& out, const h1::head& res, const response_edits& edits);
+
 bool listed_in_connection(const h1::head& h, std::string_view name) {
     if (!h.connection_lists || lower_equals(name, "host"))
         return false;
@@ -168,19 +170,36 @@ void write_request_head(std::string& out, const h1::head& req,
     out.append("\r\n"sv);
 }
 
-void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
-                         bool keep_alive, unsigned client_version) {
-    out.append("HTTP/1.1 "sv);
-    append_number(out, res.status);
-    out.push_back(' ');
-    out.append(res.reason.empty() ? reason_phrase(res.status) : res.reason).append("\r\n"sv);
+namespace {
+void append_end_to_end(std::string& out, const h1::head& res, const response_edits& edits) {
+    const bool redirect = res.status >= 300 && res.status < 400 && !edits.location_prefix.empty();
     for (const auto& f : res.fields) {
         if (f.name.size() == 14 && lower_equals(f.name, "content-length"))
             continue;
         if (is_hop_by_hop(res, f.name))
             continue;
+        if (redirect && f.name.size() == 8 && lower_equals(f.name, "location") &&
+            !f.value.starts_with(edits.location_prefix)) {
+            out.append(f.name).append(": "sv).append(edits.location_prefix);
+            if (!f.value.empty() && f.value.front() != '/')
+                out.push_back('/');
+            out.append(f.value).append("\r\n"sv);
+            continue;
+        }
         append_field(out, f.name, f.value);
     }
+    for (const auto& f : edits.add)
+        append_field(out, f.name, f.value);
+}
+} // namespace
+
+void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
+                         bool keep_alive, unsigned client_version, const response_edits& edits) {
+    out.append("HTTP/1.1 "sv);
+    append_number(out, res.status);
+    out.push_back(' ');
+    out.append(res.reason.empty() ? reason_phrase(res.status) : res.reason).append("\r\n"sv);
+    append_end_to_end(out, res, edits);
     if (body == h1::body_kind::none) {
         // HEAD and 304 describe the representation: the runner's length stays.
         if (res.status >= 200 && res.status != 204) {
@@ -198,12 +217,11 @@ void write_response_head(std::string& out, const h1::head& res, h1::body_kind bo
     out.append("\r\n"sv);
 }
 
-void write_upgrade_response_head(std::string& out, const h1::head& res) {
+void write_upgrade_response_head(std::string& out, const h1::head& res,
+                                 const response_edits& edits) {
     out.append("HTTP/1.1 101 "sv);
     out.append(res.reason.empty() ? reason_phrase(101) : res.reason).append("\r\n"sv);
-    for (const auto& f : res.fields)
-        if (!is_hop_by_hop(res, f.name) && !lower_equals(f.name, "content-length"))
-            append_field(out, f.name, f.value);
+    append_end_to_end(out, res, edits);
     out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"sv);
 }
 

@@ -34,16 +34,25 @@ void write_request_head(std::string& out, const h1::head& req,
                         std::span<const std::string_view> target_parts,
                         const forward_context& c);
 
+// What edgegate adds to or changes in a runner's response head.
+struct response_edits {
+    std::span<const h1::field> add = {}; // appended fields (Set-Cookie, CORS)
+    // Toolbox mode: a 3xx Location that does not start with this prefix gets it in front.
+    std::string_view location_prefix = {};
+};
+
 // Runner response → client response head: the runner's status and reason, every end-to-end
 // field in order (duplicates kept), the framing `body` chosen for the client (a HEAD answer or
 // 304 keeps the runner's Content-Length), and Connection as `keep_alive` and the client's
 // version require.
 void write_response_head(std::string& out, const h1::head& res, h1::body_kind body,
-                         bool keep_alive, unsigned client_version);
+                         bool keep_alive, unsigned client_version,
+                         const response_edits& edits = {});
 
 // A runner's `101 Switching Protocols` to a WebSocket upgrade, for the client: its end-to-end
 // fields (Sec-WebSocket-*) and `Connection: Upgrade`, `Upgrade: websocket`.
-void write_upgrade_response_head(std::string& out, const h1::head& res);
+void write_upgrade_response_head(std::string& out, const h1::head& res,
+                                 const response_edits& edits = {});
 
 // Sec-WebSocket-Accept for a Sec-WebSocket-Key (RFC 6455 §4.2.2).
 std::string websocket_accept(std::string_view key);

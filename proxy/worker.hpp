@@ -17,6 +17,9 @@
 namespace edge::routing::redis {
 class client;
 }
+namespace edge::auth {
+struct access_worker;
+}
 
 namespace edge::proxy {
 
@@ -53,6 +56,9 @@ struct worker_context {
     routing::route_source& routes;
     // The TLS context store when ENABLE_TLS is on (process-wide, reloadable), else null.
     tls_store* tls = nullptr;
+    // Preview access (authorizer, OIDC login, activity) of this worker; null: every sandbox is
+    // served as public (tests of the proxy alone).
+    auth::access_worker* access = nullptr;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
     // Every worker's Redis connection, when REDIS_HOST is set: /health reports the worst state.
