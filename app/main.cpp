@@ -196,12 +196,14 @@ int main(int argc, char** argv) {
             for (unsigned i = 0; i < rt.size(); ++i) {
                 auto& w = workers[i];
                 w.ssh = std::make_unique<edge::sshgw::gateway>(rt.worker(i).get_executor(),
-                                                               ssh_shared, *w.api, *w.routes);
+                                                               ssh_shared, *w.api, *w.routes,
+                                                               access.ssh_keys,
+                                                               w.access->activity);
                 w.ssh->start(ssh_ep);
             }
             spdlog::info("ssh gateway listening on {}:{}, runners' SSH on port {}",
                          cfg->bind_address, cfg->ssh_gateway_port, cfg->runner_ssh_port);
-        } else if (!cfg->ssh_gateway_api_key.empty()) {
+        } else if (!cfg->ssh_gateway_api_key.empty() || !cfg->ssh_gateway_api_key_file.empty()) {
             spdlog::warn("ssh gateway off: {}", ssh_off);
         }
         std::unique_ptr<edge::routing::redis_tracking> tracking;

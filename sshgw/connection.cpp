@@ -308,11 +308,6 @@ void connection::step() {
         service_pair(*p);
     reap_pairs();
 
-    auto now = std::chrono::steady_clock::now();
-    if (now - last_activity_check_ > std::chrono::seconds(5)) {
-        last_activity_check_ = now;
-        w_.activity.touch(sandbox_id_);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,8 +530,7 @@ void connection::upstream_ready() {
     ssh_message_free(pending_auth_);
     pending_auth_ = nullptr;
     spdlog::info("ssh: {} logged in to sandbox {} via runner {}", peer_, sandbox_id_, runner_host_);
-    w_.activity.touch(sandbox_id_);
-    last_activity_check_ = std::chrono::steady_clock::now();
+    activity_ = w_.activity.start(sandbox_id_, nullptr);
     repump_ = true;
 }
 
@@ -996,6 +990,7 @@ void connection::close(const std::string& why) {
     if (!why.empty())
         spdlog::debug("ssh: {}: {}", peer_, why);
     phase_ = phase::done;
+    activity_.reset();
     grace_timer_.cancel();
     keepalive_timer_.cancel();
     release_sockets();

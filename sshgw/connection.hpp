@@ -5,7 +5,7 @@
 // it has nothing left (ssh_event_dopoll until SSH_AGAIN: libssh reads 4 KiB per call while Asio's
 // epoll is edge-triggered), then its message queues are served. Lives on one worker thread; owned
 // by shared_ptr (pending waits and coroutines hold it).
-#include "sshgw/activity.hpp"
+#include "auth/activity.hpp"
 #include "sshgw/libssh.hpp"
 #include "sshgw/login.hpp"
 
@@ -31,7 +31,6 @@ struct gateway_shared {
     std::mutex tofu_mu;
     std::unordered_map<std::string, std::string> tofu; // "host:port" → SHA256 fingerprint
     std::atomic<unsigned> unauthenticated{0};
-    activity_clock activity;
 };
 
 class connection;
@@ -40,14 +39,15 @@ namespace detail {
 // Everything a connection needs from its worker.
 struct worker_state {
     worker_state(boost::asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
-                 auth::control_plane_client& api, routing::route_source& routes);
+                 auth::control_plane_client& api, routing::route_source& routes,
+                 auth::key_holder& ssh_keys, auth::activity_tracker& activity);
     boost::asio::any_io_executor ex;
     std::shared_ptr<gateway_shared> shared;
     const conf::config& cfg;
     bind_ptr bind;
     key_ptr runner_key;
     token_validator validator;
-    activity_reporter activity;
+    auth::activity_tracker& activity;
     std::vector<char> scratch;
     std::unordered_set<connection*> live;
 };
@@ -136,7 +136,7 @@ class connection : public std::enable_shared_from_this<connection> {
     std::string peer_;
     std::list<std::unique_ptr<channel_pair>> pairs_;
     std::deque<action> global_actions_;
-    std::chrono::steady_clock::time_point last_activity_check_{};
+    auth::activity_tracker::handle activity_; // heartbeats while the session lives
 };
 
 } // namespace edge::sshgw

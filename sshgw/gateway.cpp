@@ -58,8 +58,8 @@ detail::key_ptr import_key(const std::string& text, const char* what) {
 } // namespace
 
 bool wanted(const conf::config& cfg, std::string& why_not) {
-    if (cfg.ssh_gateway_api_key.empty()) {
-        why_not = "SSH_GATEWAY_API_KEY (or API_KEY) is not set";
+    if (cfg.ssh_gateway_api_key.empty() && cfg.ssh_gateway_api_key_file.empty()) {
+        why_not = "SSH_GATEWAY_API_KEY (or API_KEY, or SSH_GATEWAY_API_KEY_FILE) is not set";
         return false;
     }
     if (cfg.ssh_private_key.empty() && cfg.ssh_private_key_file.empty()) {
@@ -103,12 +103,12 @@ std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::co
 
 namespace detail {
 worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
-                           auth::control_plane_client& api, routing::route_source& routes)
+                           auth::control_plane_client& api, routing::route_source& routes,
+                           auth::key_holder& ssh_keys, auth::activity_tracker& activity_tracker)
     : ex(std::move(e)), shared(std::move(s)), cfg(*shared->cfg), bind(ssh_bind_new()),
       runner_key(import_key(shared->private_key_text, "SSH_PRIVATE_KEY")),
-      validator(api, routes, cfg.ssh_gateway_api_key,
-                std::chrono::seconds(cfg.ssh_token_cache_sec)),
-      activity(ex, cfg, shared->activity), scratch(4 * 1024 * 1024) {
+      validator(api, routes, ssh_keys, std::chrono::seconds(cfg.ssh_token_cache_sec)),
+      activity(activity_tracker), scratch(4 * 1024 * 1024) {
     auto* b = bind.get();
     // The bind takes ownership of an imported key: one per worker.
     auto host = import_key(shared->host_key_text, "SSH_HOST_KEY");
@@ -132,15 +132,18 @@ worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shar
 
 struct gateway::impl {
     impl(asio::any_io_executor ex, std::shared_ptr<gateway_shared> s,
-         auth::control_plane_client& api, routing::route_source& routes)
-        : state(ex, std::move(s), api, routes), acceptor(ex) {}
+         auth::control_plane_client& api, routing::route_source& routes, auth::key_holder& keys,
+         auth::activity_tracker& activity)
+        : state(ex, std::move(s), api, routes, keys, activity), acceptor(ex) {}
     detail::worker_state state;
     tcp::acceptor acceptor;
 };
 
 gateway::gateway(asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
-                 auth::control_plane_client& api, routing::route_source& routes)
-    : impl_(std::make_unique<impl>(std::move(ex), std::move(shared), api, routes)) {}
+                 auth::control_plane_client& api, routing::route_source& routes,
+                 auth::key_holder& ssh_keys, auth::activity_tracker& activity)
+    : impl_(std::make_unique<impl>(std::move(ex), std::move(shared), api, routes, ssh_keys,
+                                   activity)) {}
 
 gateway::~gateway() = default;
 

@@ -3,7 +3,9 @@
 // per worker like the HTTP side) and runs every connection on the worker that accepted it. The
 // flow of one connection is in README.md. Built and used on its worker's thread only; the
 // gateway_shared part (keys, runner host keys, counters) is shared by all workers.
+#include "auth/activity.hpp"
 #include "auth/control_plane_client.hpp"
+#include "auth/key_holder.hpp"
 #include "conf/config.hpp"
 #include "routing/route.hpp"
 
@@ -26,8 +28,11 @@ std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::co
 
 class gateway {
   public:
+    // `ssh_keys`: the SSH gateway API key; `activity`: the worker's last-activity heartbeats,
+    // shared with the HTTP side (one POST per 45 s per sandbox, whoever asks).
     gateway(boost::asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
-            auth::control_plane_client& api, routing::route_source& routes);
+            auth::control_plane_client& api, routing::route_source& routes,
+            auth::key_holder& ssh_keys, auth::activity_tracker& activity);
     ~gateway();
     gateway(const gateway&) = delete;
     gateway& operator=(const gateway&) = delete;

@@ -47,7 +47,9 @@ awaitable<login_result> token_validator::validate(std::string token) {
 }
 
 awaitable<login_result> token_validator::lookup(const std::string& token) {
-    auto v = co_await api_.get("/sandbox/ssh-access/validate?token=" + token, key_,
+    keys_.check_file(); // a rotated key file is picked up before the call
+    auto key = keys_.key();
+    auto v = co_await api_.get("/sandbox/ssh-access/validate?token=" + token, key,
                                "sandbox/ssh-access/validate");
     if (!v)
         co_return unavailable("control plane unreachable: " + v.error().message());
@@ -78,7 +80,7 @@ awaitable<login_result> token_validator::lookup(const std::string& token) {
         co_return unavailable("runner of sandbox " + sandbox_id + ": " +
                               (route.detail.empty() ? "no domain" : route.detail));
 
-    auto s = co_await api_.get("/sandbox/" + sandbox_id, key_, "sandbox");
+    auto s = co_await api_.get("/sandbox/" + sandbox_id, key, "sandbox");
     if (!s)
         co_return unavailable("control plane unreachable: " + s.error().message());
     if (s->status == 404)

@@ -4,6 +4,7 @@
 // GET /sandbox/{id} whose state must be "started"). Successful answers are cached briefly.
 // One per worker thread; not thread-safe.
 #include "auth/control_plane_client.hpp"
+#include "auth/key_holder.hpp"
 #include "common/async.hpp"
 #include "routing/route.hpp"
 
@@ -32,9 +33,10 @@ bool looks_like_token(std::string_view s) noexcept;
 
 class token_validator {
   public:
+    // `ssh_keys`: SSH_GATEWAY_API_KEY (or its file, re-read when it changes).
     token_validator(auth::control_plane_client& api, routing::route_source& routes,
-                    std::string ssh_api_key, std::chrono::seconds cache_ttl)
-        : api_(api), routes_(routes), key_(std::move(ssh_api_key)), ttl_(cache_ttl) {}
+                    auth::key_holder& ssh_keys, std::chrono::seconds cache_ttl)
+        : api_(api), routes_(routes), keys_(ssh_keys), ttl_(cache_ttl) {}
 
     awaitable<login_result> validate(std::string token);
 
@@ -43,7 +45,7 @@ class token_validator {
 
     auth::control_plane_client& api_;
     routing::route_source& routes_;
-    std::string key_;
+    auth::key_holder& keys_;
     std::chrono::seconds ttl_;
     struct cached {
         login_result result;

@@ -110,6 +110,20 @@ class SessionTest(ssh_stack.SshTestCase):
             self.assertEqual(r.stdout, b"logged-in\n", (method, r))
 
 
+class ActivityTest(ssh_stack.SshTestCase):
+    def test_last_activity_is_posted_once_for_several_sessions(self):
+        sid = self.env.sandbox_id
+        path = f"/api/sandbox/{sid}/last-activity"
+
+        def posts():
+            return [c for c in self.env.stack.cp_calls()
+                    if c["method"] == "POST" and c["path"] == path]
+        for _ in range(3):
+            self.assertEqual(self.ssh("true").returncode, 0)
+        wait_until(posts, 10, "a last-activity POST")
+        self.assertEqual(len(posts()), 1)
+
+
 class BulkTest(ssh_stack.SshTestCase):
     SIZE = 256 * MiB
 
