@@ -50,6 +50,31 @@ class pair_header_lookup final : public header_lookup {
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
 
+// A header_lookup over any range of elements with `name` and `value` string_views, e.g. the
+// HTTP/1.1 codec's `head::fields` or an HTTP/2 stream's decoded header list. No copy.
+template <class Fields> class fields_lookup final : public header_lookup {
+  public:
+    explicit fields_lookup(const Fields& f) : f_(f) {}
+    std::optional<std::string_view> first(std::string_view name) const override {
+        for (const auto& x : f_)
+            if (iequals(x.name, name))
+                return std::string_view(x.value);
+        return std::nullopt;
+    }
+
+  protected:
+    bool each_value(std::string_view name, void* ctx,
+                    bool (*f)(void*, std::string_view)) const override {
+        for (const auto& x : f_)
+            if (iequals(x.name, name) && f(ctx, std::string_view(x.value)))
+                return true;
+        return false;
+    }
+
+  private:
+    const Fields& f_;
+};
+
 enum class request_mode {
     preview, // {port}-{idOrToken}.{base host}
     toolbox, // {base host}/toolbox/{id}/...: always authenticated, no login redirect

@@ -153,3 +153,17 @@ TEST_CASE("key_holder re-reads its file and keeps the previous key", "[auth][key
     CHECK(key_holder("X", "plain").reload() == key_holder::reload_result::no_file);
     CHECK_THROWS(key_holder("X", "", "/nonexistent/key"));
 }
+
+TEST_CASE("fields_lookup reads any range of name/value fields", "[auth][request]") {
+    struct field {
+        std::string_view name, value;
+    };
+    std::vector<field> fields{{"Host", "x"}, {"cookie", "a=1"}, {"COOKIE", "b=2"}};
+    fields_lookup<std::vector<field>> h(fields);
+    CHECK(h.first("cookie") == std::optional<std::string_view>("a=1"));
+    CHECK_FALSE(h.first("Accept"));
+    CHECK(find_cookie(h, "b") == std::optional<std::string_view>("2"));
+    int n = 0;
+    h.any("Cookie", [&](std::string_view) { return ++n == 5; });
+    CHECK(n == 2);
+}
