@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
         std::function<void()> watch_drain = [&] {
             std::size_t live = 0;
             for (auto& w : workers)
-                live += w.ctx->sessions.load();
+                live += w.ctx->sessions.load() + (w.ssh ? w.ssh->sessions() : 0);
             if (live == 0 || std::chrono::steady_clock::now() >= deadline) {
                 if (live > 0)
                     spdlog::warn("shutdown timeout: closing {} connection(s)", live);

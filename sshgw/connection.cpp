@@ -29,7 +29,7 @@ struct connection::side {
     // Bytes taken out of libssh that the other side did not accept (its session was re-keying):
     // written before anything else of that stream. At most one window.
     std::string taken[2];
-    uint32_t max_window = 0;       // the largest window the peer gave us on this channel
+    uint32_t max_window = 0; // the largest window the peer gave us on this channel
     bool eof_in = false, eof_out = false, close_in = false, close_out = false;
 };
 
@@ -44,7 +44,9 @@ namespace {
 constexpr std::size_t scratch_size = 4 * 1024 * 1024;
 constexpr int dopoll_budget = 1024; // 4 MiB of input per pump before yielding to other sessions
 
-connection::side& side_of(void* u) { return *static_cast<connection::side*>(u); }
+connection::side& side_of(void* u) {
+    return *static_cast<connection::side*>(u);
+}
 
 int cb_data(ssh_session, ssh_channel, void* data, uint32_t len, int is_stderr, void* u) {
     auto& s = side_of(u);
@@ -76,24 +78,28 @@ void cb_agent_req(ssh_session, ssh_channel, void* u) {
     s.conn->on_agent_req(s);
 }
 
-std::string str(const char* s) { return s ? s : ""; }
+std::string str(const char* s) {
+    return s ? s : "";
+}
 
 bool closed(ssh_session s) {
     return !s || (ssh_get_status(s) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
 }
 } // namespace
 
-connection::connection(detail::worker_state& w, tcp::socket sock)
-    : w_(w), client_sock_(std::move(sock)), runner_sock_(w.ex), grace_timer_(w.ex),
-      keepalive_timer_(w.ex) {
+connection::connection(std::shared_ptr<detail::worker_state> w, tcp::socket sock)
+    : keep_(std::move(w)), w_(*keep_), client_sock_(std::move(sock)), runner_sock_(keep_->ex),
+      grace_timer_(keep_->ex), keepalive_timer_(keep_->ex) {
     boost::system::error_code ec;
     auto ep = client_sock_.remote_endpoint(ec);
     peer_ = ec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
     w_.live.insert(this);
+    w_.live_count.fetch_add(1);
 }
 
 connection::~connection() {
     w_.live.erase(this);
+    w_.live_count.fetch_sub(1);
     if (counted_unauth_)
         w_.shared->unauthenticated.fetch_sub(1);
     if (pending_auth_)
@@ -123,6 +129,10 @@ connection::~connection() {
     server_.reset();
 }
 
+void connection::abort() {
+    close("edgegate is stopping");
+}
+
 // A descriptor libssh has taken is closed by libssh (ssh_free): Asio only lets go of it.
 void connection::release_sockets() {
     boost::system::error_code ignored;
@@ -142,14 +152,16 @@ void connection::start() {
     auto& sh = *w_.shared;
     if (sh.unauthenticated.fetch_add(1) >= w_.cfg.ssh_max_unauthenticated) {
         sh.unauthenticated.fetch_sub(1);
-        spdlog::warn("ssh: {} refused: {} connections are still logging in (SSH_MAX_UNAUTHENTICATED)",
-                     peer_, w_.cfg.ssh_max_unauthenticated);
+        spdlog::warn(
+            "ssh: {} refused: {} connections are still logging in (SSH_MAX_UNAUTHENTICATED)", peer_,
+            w_.cfg.ssh_max_unauthenticated);
         return; // the socket closes with us
     }
     counted_unauth_ = true;
     boost::system::error_code ec;
     client_sock_.non_blocking(true, ec);
     client_sock_.set_option(tcp::no_delay(true), ec);
+    client_sock_.set_option(tcp::socket::keep_alive(true), ec); // dead clients are noticed
 
     server_.reset(ssh_new());
     event_.reset(ssh_event_new());
@@ -226,13 +238,13 @@ void connection::arm() {
         if (armed_[upstream][write] || !sock.is_open())
             return;
         armed_[upstream][write] = true;
-        sock.async_wait(write ? tcp::socket::wait_write : tcp::socket::wait_read,
-                        [self = shared_from_this(), upstream, write](
-                            const boost::system::error_code& ec) {
-                            if (ec == asio::error::operation_aborted)
-                                return;
-                            self->on_ready(upstream, write);
-                        });
+        sock.async_wait(
+            write ? tcp::socket::wait_write : tcp::socket::wait_read,
+            [self = shared_from_this(), upstream, write](const boost::system::error_code& ec) {
+                if (ec == asio::error::operation_aborted)
+                    return;
+                self->on_ready(upstream, write);
+            });
     };
     wait(client_sock_, false, false);
     if (server_ && (ssh_get_poll_flags(server_.get()) & SSH_WRITE_PENDING))
@@ -307,7 +319,6 @@ void connection::step() {
     for (auto& p : pairs_)
         service_pair(*p);
     reap_pairs();
-
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,16 +347,14 @@ void connection::serve_client_message(ssh_message m) {
             if (!ssh_message_auth_kbdint_is_response(m)) {
                 const char* prompts[] = {"Sandbox SSH access token: "};
                 char echo[] = {0};
-                ssh_message_auth_interactive_request(m, "edgegate",
-                                                     "Log in with your sandbox's SSH access token",
-                                                     1, prompts, echo);
+                ssh_message_auth_interactive_request(
+                    m, "edgegate", "Log in with your sandbox's SSH access token", 1, prompts, echo);
                 ssh_message_free(m);
                 return;
             }
-            std::string answer =
-                ssh_userauth_kbdint_getnanswers(server_.get()) > 0
-                    ? str(ssh_userauth_kbdint_getanswer(server_.get(), 0))
-                    : std::string();
+            std::string answer = ssh_userauth_kbdint_getnanswers(server_.get()) > 0
+                                     ? str(ssh_userauth_kbdint_getanswer(server_.get(), 0))
+                                     : std::string();
             return begin_login(m, answer);
         }
         return deny_auth(m);
@@ -403,8 +412,8 @@ void connection::connect_upstream(std::string host) {
         w_.ex,
         [self = shared_from_this(), host = std::move(host)]() -> awaitable<void> {
             auto port = self->w_.cfg.runner_ssh_port;
-            asio::steady_timer deadline(self->w_.ex, std::chrono::seconds(
-                                                          self->w_.cfg.upstream_connect_timeout_sec));
+            asio::steady_timer deadline(
+                self->w_.ex, std::chrono::seconds(self->w_.cfg.upstream_connect_timeout_sec));
             bool timed_out = false;
             deadline.async_wait([&](const boost::system::error_code& ec) {
                 if (!ec) {
@@ -531,7 +540,21 @@ void connection::upstream_ready() {
     pending_auth_ = nullptr;
     spdlog::info("ssh: {} logged in to sandbox {} via runner {}", peer_, sandbox_id_, runner_host_);
     activity_ = w_.activity.start(sandbox_id_, nullptr);
+    keepalive();
     repump_ = true;
+}
+
+// Server-side keepalive: an SSH_MSG_IGNORE every 30 s keeps NAT and load-balancer state of idle
+// sessions alive; with TCP keepalive on the socket, a vanished client is noticed.
+void connection::keepalive() {
+    keepalive_timer_.expires_after(std::chrono::seconds(30));
+    keepalive_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+        if (ec || self->phase_ != phase::relay)
+            return;
+        ssh_send_ignore(self->server_.get(), "");
+        self->pump();
+        self->keepalive();
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -619,8 +642,7 @@ void connection::open_from_runner(ssh_message m) {
         std::string orig = str(ssh_message_channel_request_open_originator(m));
         int oport = ssh_message_channel_request_open_originator_port(m);
         a.run = [down, dest, dport, orig, oport] {
-            return ssh_channel_open_reverse_forward(down, dest.c_str(), dport, orig.c_str(),
-                                                    oport);
+            return ssh_channel_open_reverse_forward(down, dest.c_str(), dport, orig.c_str(), oport);
         };
     } else if (kind == SSH_CHANNEL_AUTH_AGENT) {
         a.run = [down] { return ssh_channel_open_auth_agent(down); };
@@ -672,9 +694,7 @@ void connection::channel_request_from_client(ssh_message m) {
         };
         break;
     }
-    case SSH_CHANNEL_REQUEST_SHELL:
-        a.run = [up] { return ssh_channel_request_shell(up); };
-        break;
+    case SSH_CHANNEL_REQUEST_SHELL: a.run = [up] { return ssh_channel_request_shell(up); }; break;
     case SSH_CHANNEL_REQUEST_EXEC: {
         std::string cmd = str(ssh_message_channel_request_command(m));
         a.run = [up, cmd] { return ssh_channel_request_exec(up, cmd.c_str()); };
@@ -966,8 +986,8 @@ void connection::on_exit_signal(side& s, const char* signal, int core, const cha
 void connection::fail(const std::string& user_message, const std::string& log_detail) {
     if (phase_ == phase::done)
         return;
-    spdlog::info("ssh: {}{}{}: {} ({})", peer_, sandbox_id_.empty() ? "" : " sandbox ",
-                 sandbox_id_, user_message, log_detail);
+    spdlog::info("ssh: {}{}{}: {} ({})", peer_, sandbox_id_.empty() ? "" : " sandbox ", sandbox_id_,
+                 user_message, log_detail);
     if (server_ && !closed(server_.get()) && phase_ != phase::kex) {
         std::string banner = "edgegate: " + user_message + "\r\n";
         detail::string_ptr b(ssh_string_from_char(banner.c_str()));

@@ -50,14 +50,18 @@ struct worker_state {
     auth::activity_tracker& activity;
     std::vector<char> scratch;
     std::unordered_set<connection*> live;
+    std::atomic<std::size_t> live_count{0}; // readable from any thread (shutdown drain)
 };
 } // namespace detail
 
 class connection : public std::enable_shared_from_this<connection> {
   public:
-    connection(detail::worker_state& w, boost::asio::ip::tcp::socket sock);
+    connection(std::shared_ptr<detail::worker_state> w, boost::asio::ip::tcp::socket sock);
     ~connection();
     void start();
+    // Ends the connection now (the gateway is going away): no more use of the worker's
+    // services (activity tracker, API) from here on.
+    void abort();
 
     struct side;
     struct channel_pair;
@@ -86,6 +90,7 @@ class connection : public std::enable_shared_from_this<connection> {
     void upstream_connected();
     bool check_runner_host_key();
     void upstream_ready();
+    void keepalive();
 
     channel_pair& new_pair();
     void open_from_client(ssh_message m);
@@ -112,6 +117,7 @@ class connection : public std::enable_shared_from_this<connection> {
     void on_agent_req(side& s) noexcept;
 
   private:
+    std::shared_ptr<detail::worker_state> keep_; // outlives the gateway while handlers hold us
     detail::worker_state& w_;
     boost::asio::ip::tcp::socket client_sock_;
     boost::asio::ip::tcp::socket runner_sock_;

@@ -117,13 +117,12 @@ worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shar
     (void)host.release();
     int no_config = 0;
     (void)no_config;
-    for (auto [opt, value] : {std::pair{SSH_BIND_OPTIONS_KEY_EXCHANGE, kex_algorithms},
-                              std::pair{SSH_BIND_OPTIONS_CIPHERS_C_S, ciphers},
-                              std::pair{SSH_BIND_OPTIONS_CIPHERS_S_C, ciphers},
-                              std::pair{SSH_BIND_OPTIONS_HMAC_C_S, macs},
-                              std::pair{SSH_BIND_OPTIONS_HMAC_S_C, macs},
-                              std::pair{SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS,
-                                        host_key_algorithms}}) {
+    for (auto [opt, value] :
+         {std::pair{SSH_BIND_OPTIONS_KEY_EXCHANGE, kex_algorithms},
+          std::pair{SSH_BIND_OPTIONS_CIPHERS_C_S, ciphers},
+          std::pair{SSH_BIND_OPTIONS_CIPHERS_S_C, ciphers},
+          std::pair{SSH_BIND_OPTIONS_HMAC_C_S, macs}, std::pair{SSH_BIND_OPTIONS_HMAC_S_C, macs},
+          std::pair{SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, host_key_algorithms}}) {
         if (ssh_bind_options_set(b, opt, value) != SSH_OK)
             throw std::runtime_error(std::string("ssh: algorithms: ") + ssh_get_error(b));
     }
@@ -134,8 +133,17 @@ struct gateway::impl {
     impl(asio::any_io_executor ex, std::shared_ptr<gateway_shared> s,
          auth::control_plane_client& api, routing::route_source& routes, auth::key_holder& keys,
          auth::activity_tracker& activity)
-        : state(ex, std::move(s), api, routes, keys, activity), acceptor(ex) {}
-    detail::worker_state state;
+        : state(std::make_shared<detail::worker_state>(ex, std::move(s), api, routes, keys,
+                                                       activity)),
+          acceptor(ex) {}
+    ~impl() {
+        // Connections still referenced by pending handlers are ended now, while the worker's
+        // services they use (API client, activity tracker) still exist.
+        auto live = state->live;
+        for (auto* c : live)
+            c->abort();
+    }
+    std::shared_ptr<detail::worker_state> state;
     tcp::acceptor acceptor;
 };
 
@@ -177,6 +185,8 @@ void gateway::stop_accepting() {
     impl_->acceptor.close(ignored);
 }
 
-std::size_t gateway::sessions() const noexcept { return impl_->state.live.size(); }
+std::size_t gateway::sessions() const noexcept {
+    return impl_->state->live_count.load();
+}
 
 } // namespace edge::sshgw

@@ -40,6 +40,7 @@ class gateway {
     void start(const boost::asio::ip::tcp::endpoint& ep);
     // Stops accepting; live sessions go on until their clients leave.
     void stop_accepting();
+    // Live connections of this worker; readable from any thread.
     std::size_t sessions() const noexcept;
 
     struct impl;

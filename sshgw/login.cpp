@@ -29,7 +29,10 @@ bool looks_like_token(std::string_view s) noexcept {
 
 awaitable<login_result> token_validator::validate(std::string token) {
     if (!looks_like_token(token))
-        co_return login_result{login_status::invalid_token, {}, {}, msg_invalid_token,
+        co_return login_result{login_status::invalid_token,
+                               {},
+                               {},
+                               msg_invalid_token,
                                "token is not of the expected form"};
     auto now = std::chrono::steady_clock::now();
     if (auto it = cache_.find(token); it != cache_.end()) {
@@ -66,15 +69,21 @@ awaitable<login_result> token_validator::lookup(const std::string& token) {
         auto sid = o.if_contains("sandboxId");
         if (!valid || !valid->is_bool() || !valid->get_bool() || !sid || !sid->is_string() ||
             sid->get_string().empty())
-            co_return login_result{login_status::invalid_token, {}, {}, msg_invalid_token,
+            co_return login_result{login_status::invalid_token,
+                                   {},
+                                   {},
+                                   msg_invalid_token,
                                    "the control plane says the token is not valid"};
         sandbox_id = std::string(sid->get_string());
     }
 
     auto route = co_await routes_.ssh_runner_for(sandbox_id);
     if (route.status == routing::lookup_status::not_found)
-        co_return login_result{login_status::not_found, sandbox_id, {},
-                               "sandbox " + sandbox_id + " not found", "no runner for sandbox"};
+        co_return login_result{login_status::not_found,
+                               sandbox_id,
+                               {},
+                               "sandbox " + sandbox_id + " not found",
+                               "no runner for sandbox"};
     if (route.status != routing::lookup_status::found || !route.route ||
         route.route->domain.empty())
         co_return unavailable("runner of sandbox " + sandbox_id + ": " +
@@ -84,8 +93,11 @@ awaitable<login_result> token_validator::lookup(const std::string& token) {
     if (!s)
         co_return unavailable("control plane unreachable: " + s.error().message());
     if (s->status == 404)
-        co_return login_result{login_status::not_found, sandbox_id, {},
-                               "sandbox " + sandbox_id + " not found", "sandbox 404"};
+        co_return login_result{login_status::not_found,
+                               sandbox_id,
+                               {},
+                               "sandbox " + sandbox_id + " not found",
+                               "sandbox 404"};
     if (s->status != 200)
         co_return unavailable(api_problem("sandbox", s->status));
     std::string state;
@@ -98,7 +110,9 @@ awaitable<login_result> token_validator::lookup(const std::string& token) {
             state = std::string(st->get_string());
     }
     if (state != "started")
-        co_return login_result{login_status::not_started, sandbox_id, {},
+        co_return login_result{login_status::not_started,
+                               sandbox_id,
+                               {},
                                "sandbox " + sandbox_id + " is not started (state: " +
                                    (state.empty() ? "unknown" : state) + ")",
                                "sandbox state " + state};

@@ -387,6 +387,34 @@ class LoadTest(ssh_stack.SshTestCase):
         self.assertEqual(got, size)
 
 
+class LimitsTest(ssh_stack.SshTestCase):
+    edgegate_env = {"SSH_LOGIN_GRACE_SEC": 2, "SSH_MAX_UNAUTHENTICATED": 2}
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.env.ssh_port), timeout=10)
+        self.addCleanup(s.close)
+        return s
+
+    def test_login_grace_time(self):
+        s = self.connect()
+        self.assertTrue(s.recv(256).startswith(b"SSH-2.0-"))
+        started = time.monotonic()
+        while s.recv(4096):  # the server closes the silent client after the grace time
+            pass
+        self.assertLess(time.monotonic() - started, 8)
+
+    def test_cap_on_connections_still_logging_in(self):
+        first, second = self.connect(), self.connect()
+        for s in (first, second):
+            self.assertTrue(s.recv(256).startswith(b"SSH-2.0-"))
+        third = self.connect()
+        self.assertEqual(third.recv(256), b"")  # closed at accept, no banner
+        first.close()
+        second.close()
+        wait_until(lambda: self.ssh("true").returncode == 0, 20,
+                   "a login once the slots are free again")
+
+
 class RunnerUnreachableTest(ssh_stack.SshTestCase):
     edgegate_env = {"RUNNER_SSH_PORT": 1}
 
