@@ -144,8 +144,12 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
             }
             break;
         case 6:
-            if (is_request && lower_equals(name, "expect") && iequals(value, "100-continue"))
-                h.expect_continue = true;
+            if (is_request && lower_equals(name, "expect")) {
+                if (iequals(value, "100-continue"))
+                    h.expect_continue = true;
+                else
+                    h.expect_unknown = true;
+            }
             break;
         case 10:
             if (lower_equals(name, "connection"))
@@ -237,6 +241,7 @@ void head::clear() {
     expect_continue = false;
     connection_lists = false;
     upgrade_websocket = false;
+    expect_unknown = false;
     size = 0;
 }
 

@@ -32,6 +32,7 @@ struct head {
     std::uint64_t content_length = 0;
     bool keep_alive = true;        // Connection and version
     bool expect_continue = false;  // requests: `Expect: 100-continue`
+    bool expect_unknown = false;   // requests: another expectation (417)
     bool connection_lists = false; // Connection names fields beyond close/keep-alive
     bool upgrade_websocket = false; // `Connection: upgrade` with `Upgrade: websocket` (HTTP/1.1)
     std::string_view host;         // requests: the one Host field

@@ -22,6 +22,10 @@
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <charconv>
 #include <cstdio>
 #include <optional>
@@ -45,6 +49,22 @@ constexpr std::size_t relay_buffer_size = worker_context::relay_buffer_size;
 
 bool timed_out(const error_code& ec) {
     return ec == boost::beast::error::timeout;
+}
+
+// TCP keepalive on a tunneled socket: a peer that vanished (NAT drop, sleep) is found within
+// about two minutes instead of never.
+void keep_alive_probes(tcp::socket& s) {
+    error_code ignored;
+    s.set_option(asio::socket_base::keep_alive(true), ignored);
+    const int idle = 60, interval = 10, count = 6;
+    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
+
+bool idempotent(std::string_view method) {
+    return method == "GET"sv || method == "HEAD"sv || method == "OPTIONS"sv ||
+           method == "PUT"sv || method == "DELETE"sv || method == "TRACE"sv;
 }
 
 // What went wrong while moving a body from one side to the other.
@@ -179,10 +199,18 @@ class session {
                 co_await send_error(r.http_status, "malformed HTTP request: " + std::string(r.message));
                 co_return false;
             }
-            auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
-            in_.commit(n);
-            if (ec)
-                co_return false; // closed, reset or timed out mid-header: nobody to answer
+            // Read until a new line ends: a head sent a byte at a time is parsed once per line,
+            // not once per byte.
+            for (;;) {
+                const std::size_t before = in_.size();
+                auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
+                in_.commit(n);
+                if (ec)
+                    co_return false; // closed, reset or timed out mid-header: nobody to answer
+                if (in_.data().substr(before).find('\n') != std::string_view::npos ||
+                    in_.size() >= h1::max_head_size)
+                    break;
+            }
         }
         in_used_ = req_.size;
         decision_ = auth::decision{};
@@ -191,6 +219,10 @@ class session {
         auto target = routing::parse_host(req_.host);
         if (target.kind == routing::host_kind::invalid)
             co_return co_await reply_error(400, std::string(target.error));
+        if (req_.upgrade_websocket && req_.body != body_kind::none)
+            co_return co_await reply_error(400, "a WebSocket upgrade request cannot carry a body");
+        if (req_.expect_unknown)
+            co_return co_await reply_error(417, "only Expect: 100-continue is supported");
         // The warning page's accept endpoint works on any host.
         if (ctx_.access && req_.method == "POST"sv &&
             req_.target.substr(0, req_.target.find('?')) == auth::accept_warning_path) {
@@ -537,6 +569,9 @@ class session {
         bool client_keep = req_.keep_alive;
         const bool head_request = is_head_request();
         const bool bodyless = req_.body == body_kind::none;
+        // A request may be sent again on a fresh connection when a pooled one turns out dead
+        // only if it has no body and repeating it is harmless (RFC 9110 §9.2.2).
+        const bool replayable = bodyless && idempotent(req_.method);
         const std::string_view pre = in_.data().substr(req_.size);
         std::size_t pre_used = 0;
         bool sent_continue = false;
@@ -567,7 +602,7 @@ class session {
             for (int attempt = 0;; ++attempt) {
                 bool reused = false;
                 if (auto pooled =
-                        ctx_.upstream_pool.take(route.host_port, !(bodyless && attempt == 0))) {
+                        ctx_.upstream_pool.take(route.host_port, !(replayable && attempt == 0))) {
                     upstream_.emplace(ctx_.watch, std::move(*pooled));
                     reused = true;
                 } else if (auto ec = co_await connect(route, upstream_)) {
@@ -584,7 +619,7 @@ class session {
                 }
                 up_buf.clear();
 
-                if (req_.expect_continue && !bodyless && !sent_continue) {
+                if (req_.expect_continue && req_.version >= 11 && !bodyless && !sent_continue) {
                     sent_continue = true;
                     bufs_.assign({asio::buffer("HTTP/1.1 100 Continue\r\n\r\n"sv)});
                     if (!co_await flush(client_))
@@ -612,7 +647,7 @@ class session {
                     co_await send_error(400, "malformed chunked request body");
                     co_return false;
                 }
-                if (sent == relay_failure::write && reused && bodyless && attempt == 0)
+                if (sent == relay_failure::write && reused && replayable && attempt == 0)
                     continue;
                 if (sent == relay_failure::write) {
                     // The runner may have answered early (e.g. 413) and closed; try to read it.
@@ -656,7 +691,7 @@ class session {
                         "runner at " + route.host_port + " did not answer within " +
                             std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s",
                         false);
-                if (reused && bodyless && attempt == 0 && up_buf.empty())
+                if (reused && replayable && attempt == 0 && up_buf.empty())
                     continue;
                 co_return co_await reply_error(
                     502,
@@ -682,10 +717,14 @@ class session {
                     if (ec)
                         co_return false;
                 }
+                // prepare() may have moved the head: refresh res_'s views before using them.
+                if (h1::parse_response(up_buf.data(), res_, head_request).status !=
+                    h1::parse_status::done)
+                    co_return false;
                 if (runner_lacks_sandbox(up_buf.data().substr(res_.size, res_.content_length))) {
                     spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
                                  id);
-                    if (upstream_keep && up_buf.size() == whole)
+                    if (upstream_keep && request_done && up_buf.size() == whole)
                         ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
                     upstream_.reset();
                     ctx_.routes.invalidate(id);
@@ -796,6 +835,9 @@ class session {
         ctx_.give_back(up_buf.release(relay_buffer_size));
         in_.release(0);
         in_used_ = 0;
+        keep_alive_probes(client_.sock);
+        keep_alive_probes(upstream_->sock);
+        tunnel_half_closed_ = false;
         auto up = pump(client_, *upstream_);
         auto down = pump(*upstream_, client_);
         co_await (std::move(up) && std::move(down));
@@ -805,12 +847,21 @@ class session {
 
     // One direction of a tunnel: waits until `from` is readable, then moves everything it has
     // to `to` (reading until it would block: the next wake-up needs new bytes). An end of stream
-    // is passed on as a half-close; an error ends both directions.
+    // is passed on as a half-close; an error ends both directions (both sockets are shut down,
+    // not closed: the session closes them, after TLS's close_notify, when both pumps are done).
+    // Deadlines: none while both directions are open (TCP keepalive finds dead peers); a write
+    // that makes no progress for io_timeout fails; once one direction has ended, the other
+    // must see traffic within idle_timeout.
     awaitable<void> pump(timed_socket& from, timed_socket& to) {
         std::vector<asio::const_buffer> bufs;
         error_code ignored;
         for (;;) {
-            from.expires_never(); // an idle tunnel stays open as long as both ends keep it
+            if (!from.writing) {
+                if (tunnel_half_closed_)
+                    from.expires_after(idle_timeout);
+                else
+                    from.expires_never();
+            }
             if (co_await wait_readable(from))
                 break;
             auto mem = ctx_.take_buffer();
@@ -821,8 +872,10 @@ class session {
                 if (ec)
                     break;
                 bufs.assign({asio::buffer(mem.get(), n)});
+                to.writing = true;
                 to.expires_after(io_timeout);
                 ok = write_now(to, bufs) || !co_await write_all(to, bufs);
+                to.writing = false;
                 to.expires_never();
                 if (!ok)
                     break;
@@ -834,12 +887,17 @@ class session {
                 continue;
             if (ec == asio::error::eof) {
                 shutdown_send(to);
+                tunnel_half_closed_ = true;
+                if (!to.writing)
+                    to.expires_after(idle_timeout); // the other direction must go on or end
                 co_return;
             }
             break;
         }
-        from.sock.close(ignored);
-        to.sock.close(ignored);
+        from.sock.shutdown(tcp::socket::shutdown_both, ignored);
+        to.sock.shutdown(tcp::socket::shutdown_both, ignored);
+        from.sock.cancel(ignored);
+        to.sock.cancel(ignored);
     }
 
     // A runner's own errors are small JSON documents with a Content-Length.
@@ -943,6 +1001,7 @@ class session {
     std::string head_out_;                   // an outgoing head being written
     std::vector<asio::const_buffer> bufs_;   // scratch for gathered writes
     char chunk_line_[24];
+    bool tunnel_half_closed_ = false; // a WebSocket tunnel with one direction ended
     std::string client_ip_;
 };
 

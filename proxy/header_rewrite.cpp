@@ -38,6 +38,13 @@ void append_framing(std::string& out, h1::body_kind body, std::uint64_t length) 
 
 void append_end_to_end(std::string& out, const h1::head& res, const response_edits& edits);
 
+// `value` is `prefix` itself or continues it with '/' or '?' (a path-segment boundary).
+bool under_prefix(std::string_view value, std::string_view prefix) {
+    return value.starts_with(prefix) &&
+           (value.size() == prefix.size() || value[prefix.size()] == '/' ||
+            value[prefix.size()] == '?');
+}
+
 bool listed_in_connection(const h1::head& h, std::string_view name) {
     if (!h.connection_lists || lower_equals(name, "host"))
         return false;
@@ -179,7 +186,7 @@ void append_end_to_end(std::string& out, const h1::head& res, const response_edi
         if (is_hop_by_hop(res, f.name))
             continue;
         if (redirect && f.name.size() == 8 && lower_equals(f.name, "location") &&
-            !f.value.starts_with(edits.location_prefix)) {
+            !under_prefix(f.value, edits.location_prefix)) {
             out.append(f.name).append(": "sv).append(edits.location_prefix);
             if (!f.value.empty() && f.value.front() != '/')
                 out.push_back('/');

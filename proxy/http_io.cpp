@@ -48,6 +48,8 @@ awaitable<error_code> wait_readable(timed_socket& s) {
 }
 
 void shutdown_send(timed_socket& s) {
+    if (!s.sock.is_open())
+        return;
     if (s.tls)
         tls_close_notify(s);
     error_code ignored;

@@ -64,6 +64,7 @@ struct timed_socket {
     clock::time_point deadline = clock::time_point::max();
     bool timed_out = false;
     bool idle = false; // waiting for the next request on a kept-alive connection
+    bool writing = false; // a tunnel direction is writing (its deadline is the write's)
     ssl_st* tls = nullptr; // set once a TLS handshake succeeded on this socket (owned)
 };
 

@@ -179,8 +179,11 @@ awaitable<std::tuple<error_code, std::size_t>> tls_read_some(timed_socket& s,
             co_return std::tuple{ec, n};
         if (ec != asio::error::would_block && ec != asio::error::try_again)
             co_return std::tuple{ec, std::size_t{0}};
-        // (A TLS 1.3 key update or a ticket may need a write; OpenSSL does it inside SSL_read.)
-        auto [wec] = co_await s.sock.async_wait(tcp::socket::wait_read, use_nothrow);
+        // SSL_read may need to write (a TLS 1.3 key update answer over a full send buffer):
+        // try_again says so, and then writability is what to wait for.
+        const auto what =
+            ec == asio::error::try_again ? tcp::socket::wait_write : tcp::socket::wait_read;
+        auto [wec] = co_await s.sock.async_wait(what, use_nothrow);
         if (wec)
             co_return std::tuple{s.result(wec), std::size_t{0}};
     }
@@ -195,8 +198,10 @@ std::size_t tls_read_now(timed_socket& s, asio::mutable_buffer b, error_code& ec
         return n;
     }
     int err = SSL_get_error(s.tls, r);
-    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+    if (err == SSL_ERROR_WANT_READ)
         ec = asio::error::would_block;
+    else if (err == SSL_ERROR_WANT_WRITE)
+        ec = asio::error::try_again;
     else
         ec = ssl_failure(s.tls, r);
     return 0;
