@@ -296,6 +296,14 @@ class LoginErrorTest(ssh_stack.SshTestCase):
         self.assert_told("AnotherToken00000000000000000001",
                          "sandbox gateway is temporarily unavailable")
 
+    def test_tokens_never_reach_the_log(self):
+        self.assert_told("SecretLookingToken00000000000042", "invalid or expired token")
+        self.assertEqual(self.ssh("true").returncode, 0)
+        log = self.env.eg.output()
+        self.assertIn("logged in to sandbox", log)
+        for token in ("SecretLookingToken00000000000042", PUBLIC_TOKEN):
+            self.assertNotIn(token, log)
+
     def test_weak_algorithms_are_refused(self):
         for opts in (["Ciphers=aes128-cbc"], ["Ciphers=aes128-ctr", "MACs=hmac-sha1"],
                      ["KexAlgorithms=diffie-hellman-group14-sha1"],
