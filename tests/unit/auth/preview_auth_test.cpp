@@ -1,3 +1,4 @@
+#include "auth/activity.hpp"
 #include "auth/circuit_breaker.hpp"
 #include "auth/preview_access.hpp"
 #include "auth/preview_auth.hpp"
@@ -286,4 +287,15 @@ TEST_CASE("access_process builds from the config and reloads its key files on de
     CHECK(o.cookies.secure);
     CHECK(o.cookies.cookie_domain == ".example.com");
     std::remove(path);
+}
+
+TEST_CASE("last-activity is claimed once per 45 s per sandbox in a process", "[auth][activity]") {
+    activity_shared s;
+    const auto t0 = activity_shared::clock::now();
+    CHECK(s.claim(sid, t0));
+    CHECK_FALSE(s.claim(sid, t0 + 44s));
+    CHECK(s.claim("other", t0 + 1s));
+    CHECK(s.claim(sid, t0 + 45s));
+    CHECK_FALSE(s.claim(sid, t0 + 46s));
+    CHECK(activity_redis_key(sid) == "proxy:sandbox-last-activity-update:" + sid);
 }
