@@ -198,7 +198,8 @@ int main(int argc, char** argv) {
                 w.ssh = std::make_unique<edge::sshgw::gateway>(rt.worker(i).get_executor(),
                                                                ssh_shared, *w.api, *w.routes,
                                                                access.ssh_keys,
-                                                               w.access->activity);
+                                                               w.access->activity,
+                                                               w.redis.get());
                 w.ssh->start(ssh_ep);
             }
             spdlog::info("ssh gateway listening on {}:{}, runners' SSH on port {}",

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 // libssh marks the pty/x11/password getters deprecated without a replacement for server code
 // that reads requests from its message queue.
@@ -291,7 +292,7 @@ void connection::step() {
         if (rc == SSH_AGAIN)
             return;
         if (!check_runner_host_key())
-            return;
+            return; // refused, or the Redis pin check resumes the login
         phase_ = phase::upstream_auth;
     }
     if (phase_ == phase::upstream_auth) {
@@ -515,6 +516,50 @@ bool connection::check_runner_host_key() {
     std::string fingerprint = fp ? fp : "";
     ssh_string_free_char(fp);
     ssh_clean_pubkey_hash(&hash);
+    if (!w_.redis)
+        return pin_in_memory(where, fingerprint);
+    // Pinned in Redis, shared by every replica: SET NX claims the first key seen; a later
+    // different key refuses. Without an answer from Redis the in-memory pin decides.
+    phase_ = phase::host_key;
+    asio::co_spawn(
+        w_.ex,
+        [self = shared_from_this(), where, fingerprint]() -> awaitable<void> {
+            auto pin_key = std::string(runner_host_key_prefix) + where;
+            auto& redis = *self->w_.redis;
+            std::optional<std::string> pinned;
+            bool first = false;
+            // (argument vectors built outside co_await: g++ 12 mis-compiles braced lists there)
+            std::vector<std::string> set_args{"SET", pin_key, fingerprint, "NX"};
+            std::vector<std::string> get_args{"GET", pin_key};
+            auto set = co_await redis.command(std::move(set_args));
+            if (set && set->type == routing::redis::reply::kind::status) {
+                first = true;
+            } else if (set && set->type == routing::redis::reply::kind::nil) {
+                auto get = co_await redis.command(std::move(get_args));
+                if (get && get->type == routing::redis::reply::kind::string)
+                    pinned = get->str;
+            }
+            if (self->phase_ != phase::host_key)
+                co_return;
+            if (first) {
+                spdlog::info("ssh: runner {} host key {} trusted on first use (pinned in Redis)",
+                             where, fingerprint);
+            } else if (pinned && *pinned != fingerprint) {
+                co_return self->fail(msg_unavailable, "host key of runner " + where + " changed (" +
+                                                          *pinned + " pinned in Redis -> " +
+                                                          fingerprint +
+                                                          "): refusing the connection");
+            } else if (!pinned && !self->pin_in_memory(where, fingerprint)) {
+                co_return;
+            }
+            self->phase_ = phase::upstream_auth;
+            self->pump();
+        },
+        asio::detached);
+    return false;
+}
+
+bool connection::pin_in_memory(const std::string& where, const std::string& fingerprint) {
     std::lock_guard lock(w_.shared->tofu_mu);
     auto [it, first] = w_.shared->tofu.emplace(where, fingerprint);
     if (first) {

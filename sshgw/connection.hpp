@@ -6,6 +6,7 @@
 // epoll is edge-triggered), then its message queues are served. Lives on one worker thread; owned
 // by shared_ptr (pending waits and coroutines hold it).
 #include "auth/activity.hpp"
+#include "routing/redis/redis_client.hpp"
 #include "sshgw/libssh.hpp"
 #include "sshgw/login.hpp"
 
@@ -23,6 +24,9 @@
 #include <unordered_set>
 
 namespace edge::sshgw {
+
+// Redis key of a runner's pinned host key: {prefix}{domain}:{port} → "SHA256:..." (no TTL).
+inline constexpr std::string_view runner_host_key_prefix = "edgegate:ssh-runner-host-key:";
 
 struct gateway_shared {
     std::shared_ptr<const conf::config> cfg;
@@ -48,6 +52,7 @@ struct worker_state {
     key_ptr runner_key;
     token_validator validator;
     auth::activity_tracker& activity;
+    routing::redis::client* redis = nullptr; // runner host key pins, when Redis is configured
     std::vector<char> scratch;
     std::unordered_set<connection*> live;
     std::atomic<std::size_t> live_count{0}; // readable from any thread (shutdown drain)
@@ -67,7 +72,17 @@ class connection : public std::enable_shared_from_this<connection> {
     struct channel_pair;
 
   private:
-    enum class phase { kex, auth, validating, connecting, handshake, upstream_auth, relay, done };
+    enum class phase {
+        kex,
+        auth,
+        validating,
+        connecting,
+        handshake,
+        host_key, // waiting for the runner host key pin in Redis
+        upstream_auth,
+        relay,
+        done
+    };
     struct action {
         std::function<int()> run; // SSH_OK, SSH_ERROR or SSH_AGAIN (call again later)
         ssh_message reply_to = nullptr;
@@ -88,7 +103,9 @@ class connection : public std::enable_shared_from_this<connection> {
     void login_done(login_result r);
     void connect_upstream(std::string host);
     void upstream_connected();
+    // True: go on; false: refused (fail() called) or the Redis pin check resumes the login.
     bool check_runner_host_key();
+    bool pin_in_memory(const std::string& where, const std::string& fingerprint);
     void upstream_ready();
     void keepalive();
 

@@ -132,10 +132,12 @@ worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shar
 struct gateway::impl {
     impl(asio::any_io_executor ex, std::shared_ptr<gateway_shared> s,
          auth::control_plane_client& api, routing::route_source& routes, auth::key_holder& keys,
-         auth::activity_tracker& activity)
+         auth::activity_tracker& activity, routing::redis::client* redis)
         : state(std::make_shared<detail::worker_state>(ex, std::move(s), api, routes, keys,
                                                        activity)),
-          acceptor(ex) {}
+          acceptor(ex) {
+        state->redis = redis;
+    }
     ~impl() {
         // Connections still referenced by pending handlers are ended now, while the worker's
         // services they use (API client, activity tracker) still exist.
@@ -149,9 +151,10 @@ struct gateway::impl {
 
 gateway::gateway(asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
                  auth::control_plane_client& api, routing::route_source& routes,
-                 auth::key_holder& ssh_keys, auth::activity_tracker& activity)
+                 auth::key_holder& ssh_keys, auth::activity_tracker& activity,
+                 routing::redis::client* redis)
     : impl_(std::make_unique<impl>(std::move(ex), std::move(shared), api, routes, ssh_keys,
-                                   activity)) {}
+                                   activity, redis)) {}
 
 gateway::~gateway() = default;
 

@@ -7,6 +7,7 @@
 #include "auth/control_plane_client.hpp"
 #include "auth/key_holder.hpp"
 #include "conf/config.hpp"
+#include "routing/redis/redis_client.hpp"
 #include "routing/route.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -29,10 +30,12 @@ std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::co
 class gateway {
   public:
     // `ssh_keys`: the SSH gateway API key; `activity`: the worker's last-activity heartbeats,
-    // shared with the HTTP side (one POST per 45 s per sandbox, whoever asks).
+    // shared with the HTTP side (one POST per 45 s per sandbox, whoever asks); `redis` (may be
+    // null): where runners' host keys are pinned (SSH_RUNNER_HOST_KEY_CHECK=tofu).
     gateway(boost::asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
             auth::control_plane_client& api, routing::route_source& routes,
-            auth::key_holder& ssh_keys, auth::activity_tracker& activity);
+            auth::key_holder& ssh_keys, auth::activity_tracker& activity,
+            routing::redis::client* redis = nullptr);
     ~gateway();
     gateway(const gateway&) = delete;
     gateway& operator=(const gateway&) = delete;

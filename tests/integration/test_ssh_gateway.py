@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import ssh_stack  # noqa: E402
 from ssh_stack import CLIENT_OPTS, PUBLIC_TOKEN, STOPPED_TOKEN, ssh_cmd  # noqa: E402
 from stack import free_port, wait_until  # noqa: E402
+import redis_server  # noqa: E402
+import sshd as sshd_mod  # noqa: E402
 
 MiB = 1024 * 1024
 
@@ -421,6 +423,32 @@ class LimitsTest(ssh_stack.SshTestCase):
         second.close()
         wait_until(lambda: self.ssh("true").returncode == 0, 20,
                    "a login once the slots are free again")
+
+
+class RunnerHostKeyPinTest(ssh_stack.SshTestCase):
+    """SSH_RUNNER_HOST_KEY_CHECK=tofu with Redis: the first key is pinned there, a change refuses."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not redis_server.shutil.which("redis-server"):
+            raise unittest.SkipTest("redis-server is not installed")
+        cls.redis = redis_server.start_redis()
+        cls.addClassCleanup(cls.redis.stop)
+        cls.edgegate_env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": cls.redis.port}
+        super().setUpClass()
+
+    def test_first_key_is_pinned_and_a_change_refused(self):
+        key = f"edgegate:ssh-runner-host-key:127.0.0.1:{self.env.sshd.port}"
+        self.assertEqual(self.ssh("true").returncode, 0)
+        self.assertEqual(self.redis.get(key),
+                         sshd_mod.fingerprint(self.env.sshd.host_key + ".pub"))
+        real = self.redis.get(key)
+        self.redis.set(key, "SHA256:someone-else-s-key")
+        self.addCleanup(self.redis.set, key, real)
+        r = self.ssh("true")
+        self.assertEqual(r.returncode, 255)
+        self.assertIn(b"sandbox gateway is temporarily unavailable", r.stderr)
+        self.assertIn("changed (SHA256:someone-else-s-key pinned in Redis", self.env.eg.output())
 
 
 class RunnerUnreachableTest(ssh_stack.SshTestCase):
