@@ -451,6 +451,23 @@ class RunnerHostKeyPinTest(ssh_stack.SshTestCase):
         self.assertIn("changed (SHA256:someone-else-s-key pinned in Redis", self.env.eg.output())
 
 
+class ShutdownTest(ssh_stack.SshTestCase):
+    def test_sigterm_lets_live_sessions_finish(self):
+        eg = self.env.eg
+        p = subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, "cat; echo bye"),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(p.kill)
+        wait_until(lambda: "logged in to sandbox" in eg.output(), 30, "the session to start")
+        eg.popen.terminate()
+        wait_until(lambda: "draining" in eg.output(), 10, "edgegate to start draining")
+        with self.assertRaises(OSError):  # no new connections
+            socket.create_connection(("127.0.0.1", self.env.ssh_port), timeout=5).close()
+        out, err = p.communicate(b"still here\n", timeout=30)
+        self.assertEqual((p.returncode, out), (0, b"still here\nbye\n"), err)
+        self.assertEqual(eg.popen.wait(15), 0)
+
+
 class RunnerUnreachableTest(ssh_stack.SshTestCase):
     edgegate_env = {"RUNNER_SSH_PORT": 1}
 
