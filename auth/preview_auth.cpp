@@ -82,14 +82,22 @@ std::optional<decision> authorizer::cookie_decision(const request_view& v) const
     const auto now = unix_now();
     std::optional<decision> out;
     for_each_cookie(*v.headers, name, [&](std::string_view value) {
-        auto id = verify_value(*keys, name, value, now);
-        if (!id)
+        auto payload = verify_value(*keys, name, value, now);
+        if (!payload)
             return false;
         // The MAC binds the cookie's name: a payload other than the host's id means the name
-        // is a signed preview token we resolved ourselves.
-        out = allow(*id == v.id ? auth_method::cookie : auth_method::signed_url);
-        if (*id != v.id)
-            out->signed_sandbox_id = std::move(*id);
+        // is a signed preview token we resolved ourselves, as "{sandbox id}:{port}". Daytona
+        // validated the token for that port only, so the cookie opens that port only (not, say,
+        // the web terminal on 22222).
+        if (*payload == v.id) {
+            out = allow(auth_method::cookie);
+            return true;
+        }
+        const auto colon = payload->rfind(':');
+        if (colon == std::string::npos || payload->substr(colon + 1) != std::to_string(v.port))
+            return false;
+        out = allow(auth_method::signed_url);
+        out->signed_sandbox_id = payload->substr(0, colon);
         return true;
     });
     return out;
@@ -189,7 +197,8 @@ awaitable<decision> authorizer::authorize(const request_view& v) {
             const auto name = sandbox_cookie_name(v.id);
             d.set_cookies.push_back(set_cookie(
                 name,
-                sign_value(shared_.proxy_keys.key(), name, o.sandbox_id,
+                sign_value(shared_.proxy_keys.key(), name,
+                           o.sandbox_id + ":" + std::to_string(v.port),
                            unix_now() + sandbox_cookie_ttl.count()),
                 cookie_domain(opts_.cookies, v.base_host), sandbox_cookie_ttl,
                 opts_.cookies.secure));

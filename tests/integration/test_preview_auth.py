@@ -256,6 +256,19 @@ class PreviewAuthTest(StackTestCase):
         self.assertEqual(self.activity_calls(SIGNED), 0,
                          "activity must be reported for the real sandbox, not the token")
 
+    def test_signed_preview_cookie_opens_only_its_own_port(self):
+        minted = self.send("/mint", host=self.signed_host())
+        self.assertEqual(minted.status, 200, minted)
+        name, value = cookie_pair(next(c for c in minted.header_all("Set-Cookie")
+                                       if c.startswith(f"daytona-sandbox-auth-{SIGNED}=")))
+        self.test_id = uuid.uuid4().hex  # the minting request did reach the app
+        for port in (22222, self.stack.app_port):
+            with self.subTest(port=port):
+                r = self.send("/other", "-H", f"Cookie: {name}={value}",
+                              host=self.signed_host(port=port))
+                self.assertIn(r.status, (401, 404), r)
+        self.assert_not_reached()
+
     def test_signed_preview_token_for_another_port_is_refused(self):
         # The token names no sandbox and is not signed for this port: nothing is there.
         r = self.send("/x", host=self.signed_host(port=self.stack.app_port))

@@ -156,14 +156,20 @@ TEST_CASE("the signed cookie authenticates its own sandbox only", "[auth][previe
     SECTION("a signed preview URL's cookie carries the real sandbox id") {
         const std::string signed_token = "sgn5c498709777340d5afa471862bd3f464";
         const auto tname = sandbox_cookie_name(signed_token);
-        pairs p{{"Cookie", tname + "=" + sign_value(key, tname, sid, unix_now() + 3600)}};
+        pairs p;
         pair_header_lookup h(p);
         auto v = f.view(h);
         v.id = signed_token;
+        p.push_back({"Cookie", tname + "=" + sign_value(key, tname,
+                                                        sid + ":" + std::to_string(v.port),
+                                                        unix_now() + 3600)});
         auto d = f.auth.ready(v);
         REQUIRE(d);
         CHECK(d->method == auth_method::signed_url);
         CHECK(d->sandbox_id(v) == sid);
+        // The token was validated for one port: its cookie opens no other (web terminal...).
+        v.port = 22222;
+        CHECK_FALSE(f.auth.ready(v));
     }
     SECTION("still valid after the key rotated") {
         char path[] = "/tmp/edgegate-key-XXXXXX";
