@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 
+from stack import _die_with_parent  # killed with the test process, even on SIGKILL
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/sftp-server",
                                 "/usr/lib/ssh/sftp-server") if os.path.exists(p)),
@@ -122,7 +124,8 @@ Subsystem sftp {SFTP_SERVER}
     def start(self, timeout=10):
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", self.config], stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
