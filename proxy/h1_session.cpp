@@ -213,8 +213,7 @@ class session {
             }
         }
         in_used_ = req_.size;
-        decision_ = auth::decision{};
-        decision_.what = auth::decision::kind::allow;
+        reset_decision();
 
         auto target = routing::parse_host(req_.host);
         if (target.kind == routing::host_kind::invalid)
@@ -335,17 +334,26 @@ class session {
 
     // The access decision for view_, into decision_; true when the request may go on.
     awaitable<bool> decide() {
-        if (!ctx_.access) {
-            decision_ = auth::decision{};
-            decision_.what = auth::decision::kind::allow;
+        // No access module (tests of the proxy alone), or nothing to check (a public sandbox on
+        // an ordinary port): allowed as is, without building a decision.
+        if (!ctx_.access || !auth::authorizer::needs_auth(view_))
             co_return true;
-        }
         auto& authz = ctx_.access->auth;
         if (auto d = authz.ready(view_))
             decision_ = std::move(*d);
         else
             decision_ = co_await authz.authorize(view_);
         co_return decision_.allowed();
+    }
+
+    // "Allowed, nothing to change", reusing the members' storage (no allocation per request).
+    void reset_decision() {
+        decision_.what = auth::decision::kind::allow;
+        decision_.method = auth::auth_method::public_sandbox;
+        decision_.signed_sandbox_id.clear();
+        decision_.target.reset();
+        decision_.strip_authorization = false;
+        decision_.set_cookies.clear();
     }
 
     // The fields edgegate adds to the runner's response: the decision's cookies and CORS.
