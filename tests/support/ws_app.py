@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/support/ws_app.py [--host 127.0.0.1] [--port 0]
 
 Paths:
-  /echo            echoes every message (text or binary); reports the subprotocol it chose and
+  /echo            (or any path ending in /echo) echoes every message (text or binary); reports the subprotocol it chose and
                    the request headers it saw as its first message when ?hello=1
   /ticker?n=N&ms=M sends N text messages "tick i", M ms apart, then closes with 1000
   /close?code=C    closes at once with code C and reason "bye"
@@ -40,7 +40,7 @@ async def process_request(path, headers):
 async def handler(ws, path):
     url = urllib.parse.urlsplit(path)
     params = dict(urllib.parse.parse_qsl(url.query))
-    if url.path == "/echo":
+    if url.path == "/echo" or url.path.endswith("/echo"):  # (behind a runner's path prefix)
         if params.get("hello") == "1":
             await ws.send(json.dumps({"subprotocol": ws.subprotocol,
                                       "headers": [[k, v] for k, v in ws.request_headers.raw_items()]}))
