@@ -11,6 +11,10 @@
 #include <cstring>
 #include <optional>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 // libssh marks the pty/x11/password getters deprecated without a replacement for server code
 // that reads requests from its message queue.
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -81,6 +85,17 @@ void cb_agent_req(ssh_session, ssh_channel, void* u) {
 
 std::string str(const char* s) {
     return s ? s : "";
+}
+
+// TCP keepalive after 60 s of silence, 4 probes 15 s apart: a vanished peer is noticed in about
+// two minutes (the SSH_MSG_IGNORE keepalive below makes the silence rare on the client side).
+void set_keepalive(tcp::socket& sock) {
+    boost::system::error_code ec;
+    sock.set_option(tcp::socket::keep_alive(true), ec);
+    int idle = 60, interval = 15, count = 4;
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
 bool closed(ssh_session s) {
@@ -162,7 +177,7 @@ void connection::start() {
     boost::system::error_code ec;
     client_sock_.non_blocking(true, ec);
     client_sock_.set_option(tcp::no_delay(true), ec);
-    client_sock_.set_option(tcp::socket::keep_alive(true), ec); // dead clients are noticed
+    set_keepalive(client_sock_);
 
     server_.reset(ssh_new());
     event_.reset(ssh_event_new());
@@ -460,6 +475,7 @@ void connection::upstream_connected() {
     boost::system::error_code ec;
     runner_sock_.non_blocking(true, ec);
     runner_sock_.set_option(tcp::no_delay(true), ec);
+    set_keepalive(runner_sock_);
     upstream_.reset(ssh_new());
     auto* up = upstream_.get();
     socket_t fd = runner_sock_.native_handle();
