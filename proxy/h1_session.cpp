@@ -715,7 +715,10 @@ class session {
             const bool request_done = bodyless || request_body_.done;
 
             // The runner's own "no such sandbox": re-resolve once.
-            if (res_.status == 404 && reroute == 0 && small_json(res_)) {
+            // The runner's own small JSON errors: "no such sandbox" (404, re-resolved once) and
+            // "sandbox not started" (400, answered as 503 saying so: the request was fine).
+            if (((res_.status == 404 && reroute == 0) || res_.status == 400) &&
+                small_json(res_)) {
                 const std::size_t whole = res_.size + res_.content_length;
                 while (up_buf.size() < whole) {
                     upstream_->expires_after(io_timeout);
@@ -729,7 +732,20 @@ class session {
                 if (h1::parse_response(up_buf.data(), res_, head_request).status !=
                     h1::parse_status::done)
                     co_return false;
-                if (runner_lacks_sandbox(up_buf.data().substr(res_.size, res_.content_length))) {
+                if (res_.status == 400) {
+                    auto said = runner_not_started(
+                        up_buf.data().substr(res_.size, res_.content_length));
+                    if (!said.empty()) {
+                        if (upstream_keep && request_done && up_buf.size() == whole)
+                            ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                        upstream_.reset();
+                        co_return co_await reply_error(
+                            503, "sandbox " + std::string(id) + " is not started (runner: " +
+                                     said + ")",
+                            client_keep && request_done);
+                    }
+                } else if (runner_lacks_sandbox(
+                               up_buf.data().substr(res_.size, res_.content_length))) {
                     spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
                                  id);
                     if (upstream_keep && request_done && up_buf.size() == whole)
@@ -912,6 +928,25 @@ class session {
     static bool small_json(const h1::head& res) {
         return res.body == body_kind::length && res.content_length <= 4096 &&
                h1::find(res, "content-type").find("json") != std::string_view::npos;
+    }
+
+    // The runner's message when its JSON body says the sandbox is not started, else empty.
+    static std::string runner_not_started(std::string_view body) {
+        boost::system::error_code ec;
+        auto v = boost::json::parse(body, ec);
+        if (ec || !v.is_object())
+            return {};
+        auto& o = v.get_object();
+        auto message = o.if_contains("message");
+        auto code = o.if_contains("statusCode");
+        if (!message || !message->is_string() || !code || !code->is_number() ||
+            code->to_number<int>() != 400)
+            return {};
+        std::string_view m = message->get_string();
+        if (m.find("not started") == std::string_view::npos &&
+            m.find("not running") == std::string_view::npos)
+            return {};
+        return std::string(m);
     }
 
     static bool runner_lacks_sandbox(std::string_view body) {

@@ -29,6 +29,18 @@ class PreviewErrorsTest(StackTestCase):
         body = assert_error(self, r, 404, "NOT_FOUND", path="/x")
         self.assertIn(sid, body["message"])
 
+    def test_stopped_sandbox_is_503_saying_so(self):
+        sid = self.stack.sandbox_id("stopped")
+        r = self.preview("/x", sandbox="stopped")
+        body = assert_error(self, r, 503, "SERVICE_UNAVAILABLE", path="/x")
+        self.assertIn(f"sandbox {sid} is not started", body["message"])
+        self.assertIn("state stopped", body["message"])
+
+    def test_an_apps_own_400_passes_through(self):
+        r = self.preview("/status/400")
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.json(), {"status": 400})
+
     def test_unreachable_runner_is_502(self):
         r = self.preview("/x", sandbox="on-down-runner", timeout=15)
         assert_error(self, r, 502, "BAD_GATEWAY", path="/x")
