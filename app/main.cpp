@@ -180,6 +180,8 @@ int main(int argc, char** argv) {
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
             w.ctx->tls = tls.get();
             w.ctx->access = w.access.get();
+            w.ctx->api = w.api.get();
+            w.ctx->proxy_keys = &access.proxy_keys;
             w.acceptor = std::make_unique<tcp::acceptor>(edge::proxy::open_acceptor(ex, ep));
             asio::co_spawn(ex, edge::proxy::accept_loop(*w.acceptor, *w.ctx), asio::detached);
             asio::co_spawn(ex, edge::proxy::watch_deadlines(*w.ctx), asio::detached);

@@ -26,7 +26,11 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <array>
+#include <cctype>
 #include <charconv>
+#include <span>
 #include <cstdio>
 #include <optional>
 
@@ -295,6 +299,13 @@ class session {
             activity_.reset();
             co_return keep;
         }
+        if (req_.method == "GET"sv && path.ends_with("/build-logs")) {
+            std::string_view rest = path.substr(0, path.size() - 11);
+            for (std::string_view kind : {"/sandboxes/"sv, "/snapshots/"sv})
+                if (rest.starts_with(kind) && routing::valid_id(rest.substr(kind.size())))
+                    co_return co_await serve_build_logs(kind == "/snapshots/"sv,
+                                                        rest.substr(kind.size()));
+        }
         if (path == "/callback" && req_.method == "GET"sv && ctx_.access) {
             view_ = make_view(routing::host_target{}, auth::request_mode::toolbox);
             auto resp = co_await ctx_.access->login.callback(view_);
@@ -330,6 +341,100 @@ class session {
             activity_ = ctx_.access->activity.start(id, &req_headers_);
         co_return co_await forward(std::move(found.route), id, "/toolbox"sv,
                                    target.substr(std::min(prefix, target.size())));
+    }
+
+    // GET /sandboxes/{id}/build-logs and /snapshots/{id}/build-logs (contract §2): the user's
+    // own bearer reads the sandbox or snapshot from the API (which also checks access), the
+    // runner that built it streams the log from {apiUrl}/snapshots/logs?{query}&snapshotRef=.
+    awaitable<bool> serve_build_logs(bool snapshot, std::string_view id) {
+        if (!ctx_.api || !ctx_.proxy_keys)
+            co_return co_await reply_error(404, "build logs are not served by this proxy");
+        std::string user_token(auth::bearer_token(req_headers_));
+        if (user_token.empty())
+            co_return co_await reply_error(
+                401, "authentication required: build logs need `Authorization: Bearer <API key "
+                     "or token>`");
+        std::string path = (snapshot ? "/snapshots/" : "/sandbox/") + std::string(id);
+        auto meta = co_await ctx_.api->get(path, user_token, snapshot ? "snapshots" : "sandbox");
+        if (!meta)
+            co_return co_await reply_unavailable("control plane unreachable: " +
+                                                 meta.error().message());
+        if (meta->status == 401 || meta->status == 403)
+            co_return co_await reply_error(meta->status == 401 ? 401 : 403,
+                                           "the token has no access to " +
+                                               std::string(snapshot ? "snapshot " : "sandbox ") +
+                                               std::string(id));
+        if (meta->status == 404)
+            co_return co_await reply_error(404, std::string(snapshot ? "snapshot " : "sandbox ") +
+                                                    std::string(id) + " not found");
+        if (meta->status != 200)
+            co_return co_await reply_unavailable("the control plane answered " +
+                                                 std::to_string(meta->status));
+        boost::system::error_code ec;
+        auto doc = boost::json::parse(meta->body, ec);
+        std::string ref, runner_id;
+        if (!ec && doc.is_object()) {
+            auto& o = doc.get_object();
+            auto text = [](const boost::json::value* v) {
+                return v && v->is_string() ? std::string(v->get_string()) : std::string();
+            };
+            if (snapshot) {
+                ref = text(o.if_contains("ref"));
+                runner_id = text(o.if_contains("initialRunnerId"));
+            } else {
+                if (auto bi = o.if_contains("buildInfo"); bi && bi->is_object())
+                    ref = text(bi->get_object().if_contains("snapshotRef"));
+                runner_id = text(o.if_contains("runnerId"));
+            }
+        }
+        if (ref.empty() || runner_id.empty())
+            co_return co_await reply_error(
+                404, std::string(snapshot ? "snapshot " : "sandbox ") + std::string(id) +
+                         " has no build logs (no snapshot reference or runner)");
+        auto runner = co_await ctx_.api->get("/runners/" + runner_id + "/full",
+                                             ctx_.proxy_keys->key(), "runners/full");
+        if (!runner || runner->status != 200)
+            co_return co_await reply_unavailable(
+                "cannot read runner " + runner_id + " from the control plane");
+        auto rdoc = boost::json::parse(runner->body, ec);
+        std::shared_ptr<const routing::runner_route> route;
+        if (!ec && rdoc.is_object()) {
+            auto& o = rdoc.get_object();
+            auto api_url = o.if_contains("apiUrl");
+            auto key = o.if_contains("apiKey");
+            if (api_url && api_url->is_string() && key && key->is_string())
+                route = routing::make_route(std::string(api_url->get_string()),
+                                            std::string(key->get_string()), {});
+        }
+        if (!route)
+            co_return co_await reply_unavailable("runner " + runner_id + " has no usable apiUrl");
+        // The user's token is for the API, not for the runner.
+        decision_.strip_authorization = true;
+        location_prefix_.clear();
+        build_ref_ = url_encode(ref);
+        const auto query = req_.target.find('?');
+        build_query_ = query == std::string_view::npos ? std::string_view("?"sv)
+                                                        : req_.target.substr(query);
+        const std::string_view tail[] = {"/snapshots/logs"sv, build_query_,
+                                         build_query_.size() > 1 ? "&snapshotRef="sv
+                                                                 : "snapshotRef="sv,
+                                         build_ref_};
+        co_return co_await forward_to(std::move(route), {}, tail);
+    }
+
+    static std::string url_encode(std::string_view s) {
+        static constexpr char hex[] = "0123456789ABCDEF";
+        std::string out;
+        for (unsigned char c : s) {
+            if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+                out.push_back(static_cast<char>(c));
+            } else {
+                out.push_back('%');
+                out.push_back(hex[c >> 4]);
+                out.push_back(hex[c & 15]);
+            }
+        }
+        return out;
     }
 
     // The access decision for view_, into decision_; true when the request may go on.
@@ -574,6 +679,16 @@ class session {
     awaitable<bool> forward(std::shared_ptr<const routing::runner_route> route_ptr,
                             std::string_view id, std::string_view kind_path,
                             std::string_view target) {
+        const std::string_view tail[] = {"/sandboxes/"sv, id, kind_path,
+                                         target.empty() ? "/"sv : target};
+        co_return co_await forward_to(std::move(route_ptr), id, tail);
+    }
+
+    // Forwards the request to {runner base path}{tail...}. `id` names the sandbox whose runner
+    // this is (for the runner's "no such sandbox" / "not started" answers); empty for requests
+    // that are not about one sandbox's runner route (build logs).
+    awaitable<bool> forward_to(std::shared_ptr<const routing::runner_route> route_ptr,
+                               std::string_view id, std::span<const std::string_view> tail) {
         bool client_keep = req_.keep_alive;
         const bool head_request = is_head_request();
         const bool bodyless = req_.body == body_kind::none;
@@ -594,8 +709,9 @@ class session {
                                                "runner at " + route.host_port +
                                                    " uses https, which this build cannot reach yet",
                                                client_keep && bodyless);
-            const std::string_view parts[] = {route.base_path, "/sandboxes/"sv, id, kind_path,
-                                              target.empty() ? "/"sv : target};
+            std::array<std::string_view, 8> parts{};
+            parts[0] = route.base_path;
+            std::copy_n(tail.begin(), std::min(tail.size(), parts.size() - 1), parts.begin() + 1);
             static constexpr std::string_view strip_authorization[] = {"authorization"};
             forward_context fc{req_.host, client_ip_,
                                ctx_.cfg->enable_tls ? "https"sv : "http"sv, route.host_port,
@@ -603,7 +719,9 @@ class session {
             if (decision_.strip_authorization)
                 fc.also_strip = strip_authorization;
             head_out_.clear();
-            write_request_head(head_out_, req_, parts, fc);
+            write_request_head(head_out_, req_,
+                               std::span<const std::string_view>(parts.data(), 1 + tail.size()),
+                               fc);
 
             // A pooled connection can turn out dead only on use; a bodyless request is retried
             // once on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
@@ -717,7 +835,7 @@ class session {
             // The runner's own "no such sandbox": re-resolve once.
             // The runner's own small JSON errors: "no such sandbox" (404, re-resolved once) and
             // "sandbox not started" (400, answered as 503 saying so: the request was fine).
-            if (((res_.status == 404 && reroute == 0) || res_.status == 400) &&
+            if (!id.empty() && ((res_.status == 404 && reroute == 0) || res_.status == 400) &&
                 small_json(res_)) {
                 const std::size_t whole = res_.size + res_.content_length;
                 while (up_buf.size() < whole) {
@@ -1036,6 +1154,8 @@ class session {
     auth::decision decision_;
     auth::activity_tracker::handle activity_; // while an exchange with a sandbox lives
     std::string location_prefix_;             // toolbox: /toolbox/{id}
+    std::string build_ref_;                   // build logs: the encoded snapshot reference
+    std::string_view build_query_;            // build logs: the client's query (views req_)
     std::vector<std::pair<std::string, std::string>> cors_fields_;
     std::vector<h1::field> extra_fields_;
     std::optional<timed_socket> upstream_;

@@ -19,6 +19,8 @@ class client;
 }
 namespace edge::auth {
 struct access_worker;
+class control_plane_client;
+class key_holder;
 }
 
 namespace edge::proxy {
@@ -59,6 +61,9 @@ struct worker_context {
     // Preview access (authorizer, OIDC login, activity) of this worker; null: every sandbox is
     // served as public (tests of the proxy alone).
     auth::access_worker* access = nullptr;
+    // The control-plane client of this worker and the proxy API key (build-log routes).
+    auth::control_plane_client* api = nullptr;
+    const auth::key_holder* proxy_keys = nullptr;
     std::vector<std::unique_ptr<char[]>> spare_buffers;
     bool draining = false;
     // Every worker's Redis connection, when REDIS_HOST is set: /health reports the worst state.
