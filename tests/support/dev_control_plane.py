@@ -12,7 +12,8 @@ Prints `listening on HOST:PORT` once ready. Test controls, without auth:
     GET  /_dev/calls    [{method, path, headers, headerList, status}] of /api calls since reset
     POST /_dev/sandbox/{id}  JSON patch of a sandbox (created when unknown)
     POST /_dev/runner/{id}   JSON patch of a runner (created when unknown)
-    POST /_dev/keys     {"proxyApiKey": ..., "sshGatewayApiKey": ...}: rotate keys
+    POST /_dev/keys     {"proxyApiKey": ..., "sshGatewayApiKey": ...}: rotate keys;
+                        "extraProxyApiKeys": [...] also accepts those (an overlap window)
     POST /_dev/oidc     JSON patch of the oidc settings /api/config serves (issuer, clientId...)
     GET  /_dev/state    the current fixture
 """
@@ -185,7 +186,8 @@ class ControlPlaneHandler(httputil.Handler):
         token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
         fx = self.state.fx
         if token:
-            if PROXY in kinds and token == fx["proxyApiKey"]:
+            if PROXY in kinds and (token == fx["proxyApiKey"]
+                                   or token in fx.get("extraProxyApiKeys", ())):
                 return PROXY
             if SSH in kinds and token == fx["sshGatewayApiKey"]:
                 return SSH
@@ -325,7 +327,7 @@ class ControlPlaneHandler(httputil.Handler):
                 return self.send_json(200, st.fx["oidc"])
         if path == "/_dev/keys":
             with st.cond:
-                for k in ("proxyApiKey", "sshGatewayApiKey"):
+                for k in ("proxyApiKey", "sshGatewayApiKey", "extraProxyApiKeys"):
                     if k in patch:
                         st.fx[k] = patch[k]
             return self.send_json(200, {"ok": True})
