@@ -1,5 +1,6 @@
 #include "sshgw/login.hpp"
 
+#include <boost/asio/this_coro.hpp>
 #include <boost/json.hpp>
 
 namespace edge::sshgw {
@@ -40,7 +41,20 @@ awaitable<login_result> token_validator::validate(std::string token) {
             co_return it->second.result;
         cache_.erase(it);
     }
+    if (auto it = flights_.find(token); it != flights_.end()) {
+        auto f = it->second;
+        if (!f->finished)
+            co_await f->done.async_wait(use_nothrow);
+        co_return f->result;
+    }
+    auto f = std::make_shared<flight>(co_await asio::this_coro::executor);
+    f->done.expires_at(std::chrono::steady_clock::time_point::max());
+    flights_.emplace(token, f);
     auto r = co_await lookup(token);
+    f->result = r;
+    f->finished = true;
+    f->done.cancel();
+    flights_.erase(token);
     if (r.status == login_status::ok && ttl_.count() > 0) {
         if (cache_.size() > 10000) // bounded: drop everything rather than track ages
             cache_.clear();

@@ -2,13 +2,16 @@
 // Token login for the SSH gateway: an SSH access token → the sandbox it opens and the runner
 // that serves it, with the contract's three calls (ssh-access/validate, the runner route,
 // GET /sandbox/{id} whose state must be "started"). Successful answers are cached briefly.
-// One per worker thread; not thread-safe.
+// Concurrent checks of one token are coalesced. One per worker thread; not thread-safe.
 #include "auth/control_plane_client.hpp"
 #include "auth/key_holder.hpp"
 #include "common/async.hpp"
 #include "routing/route.hpp"
 
+#include <boost/asio/steady_timer.hpp>
+
 #include <chrono>
+#include <memory>
 #include <string>
 #include <unordered_map>
 
@@ -52,6 +55,15 @@ class token_validator {
         std::chrono::steady_clock::time_point expires;
     };
     std::unordered_map<std::string, cached> cache_;
+    // Logins with the same token while its check is under way wait for that one check (an IDE
+    // opens several connections at once).
+    struct flight {
+        explicit flight(boost::asio::any_io_executor ex) : done(ex) {}
+        boost::asio::steady_timer done; // cancelled when `result` is set
+        login_result result;
+        bool finished = false;
+    };
+    std::unordered_map<std::string, std::shared_ptr<flight>> flights_;
 };
 
 } // namespace edge::sshgw

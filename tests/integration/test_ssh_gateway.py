@@ -126,6 +126,20 @@ class ActivityTest(ssh_stack.SshTestCase):
         self.assertEqual(len(posts()), 1)
 
 
+class TokenCheckTest(ssh_stack.SshTestCase):
+    def test_concurrent_logins_share_one_token_check_per_worker(self):
+        procs = [subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, "true"),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE) for _ in range(12)]
+        for p in procs:
+            self.assertEqual(p.wait(120), 0, p.stderr.read())
+        checks = [c for c in self.env.stack.cp_calls()
+                  if c["path"].startswith("/api/sandbox/ssh-access/validate")]
+        workers = int(self.env.eg_env["EDGEGATE_WORKERS"])
+        self.assertGreaterEqual(len(checks), 1)
+        self.assertLessEqual(len(checks), workers)  # coalesced, then cached, per worker
+
+
 class BulkTest(ssh_stack.SshTestCase):
     SIZE = 256 * MiB
 
