@@ -327,7 +327,10 @@ class LoginErrorTest(ssh_stack.SshTestCase):
             args = ["-o", "LogLevel=INFO"] + [x for o in opts for x in ("-o", o)]
             r = self.ssh("true", opts=args, timeout=30)
             self.assertEqual(r.returncode, 255, opts)
-            self.assertIn(b"no matching", r.stderr, (opts, r.stderr))
+            # Whichever side finds no common algorithm first ends it: the client says "no
+            # matching ...", or it sees the gateway close the connection during key exchange.
+            self.assertTrue(b"no matching" in r.stderr or b"Connection closed" in r.stderr,
+                            (opts, r.stderr))
 
     @unittest.skipUnless(os.path.exists("/usr/bin/ssh-audit"), "ssh-audit is not installed")
     def test_ssh_audit_reports_no_weak_algorithm(self):
