@@ -101,6 +101,8 @@ class BrowserLoginTest(StackTestCase):
         seen, _ = json.JSONDecoder().raw_decode(dom, start)
         self.assertEqual(seen["method"], "GET", what)
         self.assertEqual(seen["path"], "/some/path", what)
+        # Set by the callback on proxy.localhost: the browser sends it to the preview host only
+        # because its Domain is the base domain (a host-only cookie would stay on the base host).
         cookies = "; ".join(v for k, v in seen["headers"] if k.lower() == "cookie")
         self.assertIn(f"daytona-sandbox-auth-{self.private}=", cookies,
                       "the browser did not send the sandbox cookie minted by the login")
