@@ -354,19 +354,20 @@ class session {
             co_return co_await reply_error(
                 401, "authentication required: build logs need `Authorization: Bearer <API key "
                      "or token>`");
-        std::string path = (snapshot ? "/snapshots/" : "/sandbox/") + std::string(id);
-        auto meta = co_await ctx_.api->get(path, user_token, snapshot ? "snapshots" : "sandbox");
+        // (Named values only inside co_await expressions: g++ 12 mishandles temporaries there.)
+        const std::string path = (snapshot ? "/snapshots/" : "/sandbox/") + std::string(id);
+        const std::string what = (snapshot ? "snapshot " : "sandbox ") + std::string(id);
+        const std::string_view endpoint = snapshot ? "snapshots" : "sandbox";
+        auto meta = co_await ctx_.api->get(path, user_token, endpoint);
         if (!meta)
             co_return co_await reply_unavailable("control plane unreachable: " +
                                                  meta.error().message());
-        if (meta->status == 401 || meta->status == 403)
-            co_return co_await reply_error(meta->status == 401 ? 401 : 403,
-                                           "the token has no access to " +
-                                               std::string(snapshot ? "snapshot " : "sandbox ") +
-                                               std::string(id));
+        if (meta->status == 401 || meta->status == 403) {
+            const unsigned status = meta->status;
+            co_return co_await reply_error(status, "the token has no access to " + what);
+        }
         if (meta->status == 404)
-            co_return co_await reply_error(404, std::string(snapshot ? "snapshot " : "sandbox ") +
-                                                    std::string(id) + " not found");
+            co_return co_await reply_error(404, what + " not found");
         if (meta->status != 200)
             co_return co_await reply_unavailable("the control plane answered " +
                                                  std::to_string(meta->status));
@@ -389,8 +390,7 @@ class session {
         }
         if (ref.empty() || runner_id.empty())
             co_return co_await reply_error(
-                404, std::string(snapshot ? "snapshot " : "sandbox ") + std::string(id) +
-                         " has no build logs (no snapshot reference or runner)");
+                404, what + " has no build logs (no snapshot reference or runner)");
         auto runner = co_await ctx_.api->get("/runners/" + runner_id + "/full",
                                              ctx_.proxy_keys->key(), "runners/full");
         if (!runner || runner->status != 200)
@@ -953,13 +953,12 @@ class session {
                 websocket_accept(h1::find(req_, "sec-websocket-key"));
         if (!valid) {
             upstream_.reset();
-            co_return co_await reply_error(
-                502,
-                "runner at " + route.host_port +
-                    (req_.upgrade_websocket
-                         ? std::string(" answered the WebSocket upgrade with an invalid handshake")
-                         : std::string(" switched protocols without an upgrade request")),
-                false);
+            // (Built first: g++ 12 mishandles temporaries of a ?: inside a co_await expression.)
+            std::string message = "runner at " + route.host_port;
+            message += req_.upgrade_websocket
+                           ? " answered the WebSocket upgrade with an invalid handshake"
+                           : " switched protocols without an upgrade request";
+            co_return co_await reply_error(502, std::move(message), false);
         }
         head_out_.clear();
         write_upgrade_response_head(head_out_, res_, edits_for_response());
