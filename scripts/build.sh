@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${BUILD_DIR:-build}
+# ccache keys on the compiler's command line, which holds absolute include paths: relative to
+# the checkout, two clones of the project share the cache.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [ ! -f "$build_dir/CMakeCache.txt" ]; then
