@@ -97,15 +97,27 @@ awaitable<result<api_response>> control_plane_client::attempt(const prepared& pr
         }
     }
 
-    auto [rec, endpoints] =
-        co_await resolver_.async_resolve(api_.host, std::to_string(api_.port), use_nothrow);
-    if (rec)
-        co_return rec;
     beast::tcp_stream tcp_s(ex_);
     tcp_s.expires_after(opts_.timeout);
-    auto [cec, ep] = co_await tcp_s.async_connect(endpoints, use_nothrow);
-    if (cec)
-        co_return cec;
+    // An IP literal needs no resolver (whose first use starts a hidden thread per worker).
+    boost::system::error_code aec;
+    auto literal = boost::asio::ip::make_address(
+        api_.host.size() > 1 && api_.host.front() == '[' ? api_.host.substr(1, api_.host.size() - 2)
+                                                         : api_.host,
+        aec);
+    if (!aec) {
+        auto [cec] = co_await tcp_s.async_connect(tcp::endpoint(literal, api_.port), use_nothrow);
+        if (cec)
+            co_return cec;
+    } else {
+        auto [rec, endpoints] =
+            co_await resolver_.async_resolve(api_.host, std::to_string(api_.port), use_nothrow);
+        if (rec)
+            co_return rec;
+        auto [cec, ep] = co_await tcp_s.async_connect(endpoints, use_nothrow);
+        if (cec)
+            co_return cec;
+    }
     tcp_s.socket().set_option(tcp::no_delay(true));
     if (!tls_) {
         auto r = co_await exchange(tcp_s, req, opts_.timeout, keep);
