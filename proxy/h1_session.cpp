@@ -263,6 +263,8 @@ class session {
         boost::json::object o;
         o["status"] = "ok";
         o["version"] = EDGE_VERSION;
+        if (ctx_.access)
+            o["oidc"] = oidc_state();
         if (!ctx_.redis_clients.empty()) {
             // Connected only when every worker is: a request may land on any of them.
             auto worst = routing::redis::state::connected;
@@ -290,10 +292,32 @@ class session {
 
     bool is_head_request() const { return req_.method == "HEAD"sv; }
 
+    // The OIDC settings' state: "ready", "loading" or "not configured".
+    std::string_view oidc_state() const {
+        if (!ctx_.access)
+            return "not configured";
+        switch (ctx_.access->auth.shared().oidc.current()) {
+        case auth::oidc_store::status::ready: return "ready";
+        case auth::oidc_store::status::loading: return "loading";
+        case auth::oidc_store::status::not_configured: return "not configured";
+        }
+        return "loading";
+    }
+
     awaitable<bool> serve_base() {
         auto path = req_.target.substr(0, req_.target.find('?'));
         if (path == "/health" && (req_.method == "GET"sv || is_head_request()))
             co_return co_await reply(200, health_body());
+        if (path == "/ready" && (req_.method == "GET"sv || is_head_request())) {
+            // Ready once the OIDC settings are known (or known to be absent): until then a
+            // browser that needs the login cannot be sent to it.
+            if (oidc_state() == "loading"sv)
+                co_return co_await reply(
+                    503,
+                    R"json({"status":"not ready","reason":"the OIDC settings are not loaded yet (GET /api/config and discovery are retried)"})json",
+                    "5");
+            co_return co_await reply(200, R"({"status":"ready"})");
+        }
         if (auto tb = routing::parse_toolbox_path(req_.target); tb && routing::valid_id(tb->id)) {
             bool keep = co_await serve_toolbox(*tb);
             activity_.reset();
