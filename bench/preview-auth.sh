@@ -78,9 +78,10 @@ wait_ready edgegate curl -sf "http://127.0.0.1:$port/health"
 
 pub_host="8080-$public.proxy.localhost"
 priv_host="8080-$private.proxy.localhost"
-calls() { # API calls so far, last-activity heartbeats (at most one per 45 s per sandbox) aside
+calls() { # API calls so far, except the background ones: last-activity heartbeats (at most one
+    # per 45 s per sandbox) and the OIDC settings loader's GET /api/config retries
     curl -sf "http://127.0.0.1:$cp_port/_dev/calls" |
-        python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if not c["path"].endswith("/last-activity")))'
+        python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if not c["path"].endswith("/last-activity") and c["path"] != "/api/config"))'
 }
 
 # Warm both paths: routes cached, the token's decision cached.
