@@ -9,7 +9,7 @@ packages=(
   libboost1.81-all-dev libssl-dev libnghttp2-dev libssh-dev libhiredis-dev libspdlog-dev catch2 libjemalloc-dev
   # run-time peers for tests and benchmarks
   python3 curl redis-server nginx-light haproxy wrk nghttp2-client openssh-client openssh-server
-  python3-h2 python3-websockets ca-certificates procps util-linux chromium
+  python3-h2 python3-websockets ca-certificates openssl procps util-linux chromium
   tmux ssh-audit  # the SSH gateway tests: a pty driven through tmux, the algorithm audit
 )
 
