@@ -1,5 +1,7 @@
 #include "common/runtime.hpp"
 
+#include "common/metrics.hpp"
+
 #include <boost/asio/executor_work_guard.hpp>
 
 namespace edge {
@@ -21,8 +23,13 @@ void runtime::run() {
     std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards;
     for (auto& c : contexts_)
         guards.emplace_back(c->get_executor());
+    // Each worker counts its metrics in its own shard (no cache line shared between workers).
     for (size_t i = 1; i < contexts_.size(); ++i)
-        threads_.emplace_back([ctx = contexts_[i].get()] { ctx->run(); });
+        threads_.emplace_back([ctx = contexts_[i].get(), i] {
+            metrics::bind_thread_shard(static_cast<unsigned>(i));
+            ctx->run();
+        });
+    metrics::bind_thread_shard(0);
     contexts_[0]->run();
     for (auto& t : threads_)
         t.join();

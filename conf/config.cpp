@@ -204,6 +204,7 @@ const std::vector<std::string>& known_keys() {
                                                   "UPSTREAM_CONNECT_TIMEOUT_SEC",
                                                   "UPSTREAM_RESPONSE_TIMEOUT_SEC",
                                                   "LOG_LEVEL",
+                                                  "LOG_FORMAT",
                                                   "REDIS_TIMEOUT_MS",
                                                   "ROUTE_LOOKUP_TIMEOUT_MS",
                                                   "ROUTE_STALE_MAX_SEC",
@@ -349,6 +350,10 @@ load_result load(const key_values& env, const key_values& file) {
                                                     "warn",  "error", "off"};
     if (std::find(levels.begin(), levels.end(), c.log_level) == levels.end())
         l.bad("LOG_LEVEL", c.log_level, "one of trace, debug, info, warn, error, off");
+    if (auto v = l.get("LOG_FORMAT"); v && !v->empty())
+        c.log_format = *v;
+    if (c.log_format != "json" && c.log_format != "text")
+        l.bad("LOG_FORMAT", c.log_format, "json (one JSON object per line) or text");
 
     l.number("SSH_GATEWAY_PORT", c.ssh_gateway_port, 1, 65535, port_expected);
     if (auto v = l.get("SSH_GATEWAY_API_KEY"); v && !v->empty())

@@ -69,6 +69,7 @@ struct config {
     unsigned shutdown_timeout_sec = 3600;
     std::uint16_t metrics_port = 0; // 0: no metrics listener
     std::string log_level = "info";
+    std::string log_format = "json"; // json | text
 
     // SSH gateway
     std::uint16_t ssh_gateway_port = 2222;
