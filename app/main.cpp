@@ -4,8 +4,11 @@
 #include "auth/preview_access.hpp"
 #include "auth/control_plane_client.hpp"
 #include "common/log.hpp"
+#include "common/metrics.hpp"
+#include "common/ops_server.hpp"
 #include "common/runtime.hpp"
 #include "conf/config.hpp"
+#include "conf/reload.hpp"
 #include "proxy/listener.hpp"
 #include "proxy/tls.hpp"
 #include "routing/cached_route_source.hpp"
@@ -23,6 +26,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -34,16 +38,18 @@ using tcp = asio::ip::tcp;
 
 constexpr const char* usage = R"(edgegate )" EDGE_VERSION R"( - Daytona custom-region preview proxy
 
-Usage: edgegate [--config FILE] [--check-config] [--version] [--help]
+Usage: edgegate [--config FILE] [--check-config] [--list-config-keys] [--version] [--help]
 
   --config FILE    read settings from a flat TOML file (KEY = value, keys are the
-                   environment variable names below); the environment wins over the file
+                   environment variable names below); the environment wins over the file.
+                   SIGHUP re-reads it (and the key and certificate files)
   --check-config   validate the configuration, print one line per problem, exit 0 if valid
+  --list-config-keys  print every variable edgegate reads, one per line
   --version        print the version
   --help           this text
 
 Settings (environment, Daytona's names; see docs/configuration.md):
-  PROXY_API_KEY (required)      the region's proxy API key
+  PROXY_API_KEY (required)      the region's proxy API key (or PROXY_API_KEY_FILE)
   DAYTONA_API_URL (required)    Daytona API base, e.g. https://app.daytona.io/api (alias API_URL)
   PROXY_PORT=4000               HTTP listen port          BIND_ADDRESS=0.0.0.0
   PROXY_PROTOCOL=http           scheme of preview URLs (http|https)
@@ -52,15 +58,40 @@ Settings (environment, Daytona's names; see docs/configuration.md):
   REDIS_HOST, REDIS_PORT=6379, REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS=false,
   REDIS_TIMEOUT_MS=500, ROUTE_LOOKUP_TIMEOUT_MS=2000, ROUTE_STALE_MAX_SEC=300,
   ROUTE_CACHE_MAX_ENTRIES=1000000, ROUTE_CACHE_MAX_MB=256
+  AUTH_LOOKUP_TIMEOUT_MS=5000, AUTH_CACHE_MAX_ENTRIES=200000
   COOKIE_DOMAIN, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_DOMAIN, OIDC_PUBLIC_DOMAIN, OIDC_AUDIENCE
   TOOLBOX_ONLY_MODE=false, PREVIEW_WARNING_ENABLED=false, SHUTDOWN_TIMEOUT_SEC=3600, METRICS_PORT
-  SSH_GATEWAY_PORT=2222, SSH_GATEWAY_API_KEY (alias API_KEY), SSH_PRIVATE_KEY, SSH_HOST_KEY,
+  SSH_GATEWAY_PORT=2222, SSH_GATEWAY_API_KEY (alias API_KEY), SSH_GATEWAY_API_KEY_FILE,
+  SSH_PRIVATE_KEY, SSH_HOST_KEY,
   SSH_PRIVATE_KEY_FILE, SSH_HOST_KEY_FILE, RUNNER_SSH_PORT=2220, SSH_KNOWN_HOSTS_FILE,
   SSH_RUNNER_HOST_KEY_CHECK=tofu, SSH_LOGIN_GRACE_SEC=30, SSH_MAX_UNAUTHENTICATED=256,
   SSH_TOKEN_CACHE_SEC=10  (the SSH gateway runs when SSH_GATEWAY_API_KEY and a private key are set)
   EDGEGATE_WORKERS=0 (one per core), UPSTREAM_CONNECT_TIMEOUT_SEC=5,
-  UPSTREAM_RESPONSE_TIMEOUT_SEC=60, LOG_LEVEL=info
+  UPSTREAM_RESPONSE_TIMEOUT_SEC=60, LOG_LEVEL=info, LOG_FORMAT=json (json|text)
 )";
+
+// Reads the file (when given) and the environment, validates; problems are appended.
+std::shared_ptr<const edge::conf::config> load_config(const std::string& config_file,
+                                                      std::vector<std::string>& problems) {
+    edge::conf::key_values file;
+    if (!config_file.empty())
+        file = edge::conf::read_config_file(config_file, problems);
+    auto loaded = edge::conf::load(edge::conf::environment(), file);
+    problems.insert(problems.end(), loaded.problems.begin(), loaded.problems.end());
+    if (!problems.empty())
+        return nullptr;
+    return std::make_shared<const edge::conf::config>(std::move(loaded.cfg));
+}
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+    std::string out;
+    for (auto& s : v) {
+        if (!out.empty())
+            out += sep;
+        out += s;
+    }
+    return out;
+}
 
 struct worker {
     std::unique_ptr<edge::auth::control_plane_client> api;
@@ -91,6 +122,11 @@ int main(int argc, char** argv) {
             std::puts("edgegate " EDGE_VERSION);
             return 0;
         }
+        if (a == "--list-config-keys") {
+            for (auto& k : edge::conf::known_keys())
+                std::puts(k.c_str());
+            return 0;
+        }
         if (a == "--check-config") {
             check_only = true;
         } else if (a == "--config" && i + 1 < argc) {
@@ -104,12 +140,8 @@ int main(int argc, char** argv) {
     }
 
     std::vector<std::string> problems;
-    edge::conf::key_values file;
-    if (!config_file.empty())
-        file = edge::conf::read_config_file(config_file, problems);
-    auto loaded = edge::conf::load(edge::conf::environment(), file);
-    problems.insert(problems.end(), loaded.problems.begin(), loaded.problems.end());
-    if (!problems.empty()) {
+    auto cfg = load_config(config_file, problems);
+    if (!cfg) {
         for (auto& p : problems)
             std::fprintf(stderr, "config: %s\n", p.c_str());
         std::fprintf(stderr, "edgegate: %zu configuration problem(s); see --help\n",
@@ -120,8 +152,7 @@ int main(int argc, char** argv) {
         std::puts("configuration is valid");
         return 0;
     }
-    auto cfg = std::make_shared<const edge::conf::config>(std::move(loaded.cfg));
-    edge::log::init(cfg->log_level);
+    edge::log::init(cfg->log_level, cfg->log_format);
 
     try {
         edge::runtime rt(cfg->workers);
@@ -219,10 +250,134 @@ int main(int argc, char** argv) {
             tracking->start();
             spdlog::info("redis: routes shared through {}:{}", cfg->redis_host, cfg->redis_port);
         }
+        // Operations: process metrics, readiness and drain state, on METRICS_PORT.
+        auto& metrics = edge::metrics::global();
+        edge::register_process_metrics(metrics);
+        std::atomic<bool> listeners_up{false};
+        std::atomic<bool> draining_now{false};
+        auto readiness = [&]() -> edge::readiness {
+            if (draining_now.load())
+                return {false, "draining: the process is stopping"};
+            if (!listeners_up.load())
+                return {false, "starting"};
+            if (access.shared.oidc.current() == edge::auth::oidc_store::status::loading)
+                return {false, "the OIDC settings are not loaded yet (GET /api/config and "
+                               "discovery are retried)"};
+            return {true, {}};
+        };
+        metrics.gauge_fn("edgegate_ready", "1 when /ready answers 200", {},
+                         [&] { return readiness().ready ? 1.0 : 0.0; });
+        metrics.gauge_fn("edgegate_draining", "1 from SIGTERM/SIGINT until exit", {},
+                         [&] { return draining_now.load() ? 1.0 : 0.0; });
+        metrics.gauge_fn("edgegate_workers", "Worker threads", {},
+                         [n = rt.size()] { return static_cast<double>(n); });
+        metrics.gauge_fn("edgegate_open_connections", "Open client connections by listener",
+                         {{"listener", "http"}}, [&] {
+                             double n = 0;
+                             for (auto& w : workers)
+                                 n += static_cast<double>(w.ctx->sessions.load());
+                             return n;
+                         });
+        if (workers[0].ssh)
+            metrics.gauge_fn("edgegate_open_connections", "Open client connections by listener",
+                             {{"listener", "ssh"}}, [&] {
+                                 double n = 0;
+                                 for (auto& w : workers)
+                                     n += static_cast<double>(w.ssh->sessions());
+                                 return n;
+                             });
+        // Routing and auth counters kept by their modules as process-wide atomics.
+        {
+            auto& st = edge::routing::stats();
+            auto count = [&metrics](const char* name, const char* help, edge::metrics::labels l,
+                                    const std::atomic<std::uint64_t>& a) {
+                metrics.counter_fn(name, help, l, [&a] { return static_cast<double>(a.load()); });
+            };
+            constexpr auto lookups = "edgegate_route_cache_lookups_total";
+            constexpr auto lookups_help =
+                "In-process route cache lookups (runner routes and public status) by result";
+            count(lookups, lookups_help, {{"result", "hit"}}, st.cache_hits);
+            count(lookups, lookups_help, {{"result", "miss"}}, st.cache_misses);
+            count("edgegate_route_stale_serves_total",
+                  "Expired routes served because Redis and the API could not refresh them", {},
+                  st.stale_serves);
+            count("edgegate_route_lookup_timeouts_total",
+                  "Route lookups that got no answer within ROUTE_LOOKUP_TIMEOUT_MS", {},
+                  st.lookup_timeouts);
+            count("edgegate_route_cache_evictions_total",
+                  "Routes evicted from the in-process cache by its size bounds", {}, st.evictions);
+            count("edgegate_route_invalidations_total",
+                  "Route cache invalidations (a runner without the sandbox, Redis invalidation "
+                  "messages)",
+                  {}, st.invalidations);
+            count("edgegate_route_api_lookups_total", "Route lookups that asked the control plane",
+                  {}, st.api_lookups);
+            count("edgegate_redis_route_hits_total", "Route lookups answered by Redis", {},
+                  st.redis_hits);
+            metrics.gauge_fn("edgegate_route_cache_entries", "Entries in the in-process route cache",
+                             {}, [&] { return static_cast<double>(shared_routes.cache.size()); });
+            metrics.gauge_fn("edgegate_route_cache_bytes",
+                             "Estimated size of the in-process route cache", {},
+                             [&] { return static_cast<double>(shared_routes.cache.bytes()); });
+            auto& sh = access.shared;
+            count("edgegate_auth_api_checks_total",
+                  "Credential checks that asked the control plane (coalesced, not cached)", {},
+                  sh.api_checks);
+            count("edgegate_auth_redis_hits_total", "Credential checks answered by Redis", {},
+                  sh.redis_hits);
+            count("edgegate_auth_stale_allows_total",
+                  "Requests allowed on an expired positive decision while the API was unavailable",
+                  {}, sh.stale_allows);
+            if (use_redis) {
+                constexpr auto conn = "edgegate_redis_connections";
+                constexpr auto conn_help = "Workers' Redis connections by state";
+                for (auto [label, want] :
+                     {std::pair{"connected", edge::routing::redis::state::connected},
+                      std::pair{"connecting", edge::routing::redis::state::connecting},
+                      std::pair{"disconnected", edge::routing::redis::state::disconnected}})
+                    metrics.gauge_fn(conn, conn_help, {{"state", label}}, [&, want = want] {
+                        double n = 0;
+                        for (auto& w : workers)
+                            n += w.redis->current_state() == want ? 1 : 0;
+                        return n;
+                    });
+                metrics.counter_fn("edgegate_redis_errors_total",
+                                   "Redis connection and command failures (connects, timeouts, "
+                                   "lost connections)",
+                                   {}, [&] {
+                                       double n = 0;
+                                       for (auto& w : workers)
+                                           n += static_cast<double>(w.redis->errors());
+                                       return n;
+                                   });
+                count("edgegate_redis_route_errors_total",
+                      "Route reads and writes to Redis that failed (the API was asked instead)", {},
+                      st.redis_errors);
+            }
+        }
+        auto reloads_applied = metrics.counter("edgegate_config_reloads_total",
+                                               "SIGHUP reloads by result", {{"result", "applied"}});
+        auto reloads_refused = metrics.counter("edgegate_config_reloads_total",
+                                               "SIGHUP reloads by result", {{"result", "refused"}});
+        std::unique_ptr<edge::ops_server> ops;
+        if (cfg->metrics_port != 0) {
+            ops = std::make_unique<edge::ops_server>(
+                rt.worker(0).get_executor(),
+                tcp::endpoint(asio::ip::make_address(cfg->bind_address), cfg->metrics_port),
+                metrics, readiness);
+            ops->start();
+            spdlog::info("metrics, /ready and /live on {}:{}", cfg->bind_address,
+                         cfg->metrics_port);
+        }
+
         spdlog::info("edgegate {} listening on {}:{} ({} workers), control plane {}", EDGE_VERSION,
                      cfg->bind_address, cfg->proxy_port, rt.size(),
                      cfg->api.scheme + "://" + cfg->api.host + ":" + std::to_string(cfg->api.port) +
                          cfg->api.path);
+
+        // The snapshot serving now (SIGHUP replaces it); touched on worker 0's thread only.
+        std::shared_ptr<const edge::conf::config> current = cfg;
+        std::vector<std::shared_ptr<const edge::conf::config>> recent_configs;
 
         // SIGTERM/SIGINT: stop accepting, close idle connections, let exchanges in flight finish
         // (up to SHUTDOWN_TIMEOUT_SEC), then exit 0. A second signal exits at once.
@@ -256,9 +411,11 @@ int main(int argc, char** argv) {
                     return;
                 }
                 draining = true;
+                draining_now.store(true);
                 deadline = std::chrono::steady_clock::now() +
-                           std::chrono::seconds(cfg->shutdown_timeout_sec);
-                spdlog::info("signal {}: draining (up to {} s)", sig, cfg->shutdown_timeout_sec);
+                           std::chrono::seconds(current->shutdown_timeout_sec);
+                spdlog::info("signal {}: draining (up to {} s)", sig,
+                             current->shutdown_timeout_sec);
                 for (unsigned i = 0; i < rt.size(); ++i)
                     asio::post(rt.worker(i), [&w = workers[i]] {
                         boost::system::error_code ignored;
@@ -272,33 +429,68 @@ int main(int argc, char** argv) {
             };
         signals.async_wait(on_signal);
 
-        // SIGHUP: reload what can change without a restart (the TLS certificate and key, the
-        // API key files). A bad new file is refused with a log line; the current one keeps
-        // serving.
+        // SIGHUP: re-read the config file (--config) and the environment, validate everything,
+        // re-read the key and certificate files, then give every worker the new snapshot (a
+        // connection keeps the snapshot it started with). A configuration with a problem is
+        // refused as a whole and the current one keeps serving; settings baked in at startup
+        // (ports, workers, Redis, ...) are reported as needing a restart and keep their value.
         asio::signal_set hup(rt.worker(0), SIGHUP);
         std::function<void(const boost::system::error_code&, int)> on_hup =
             [&](const boost::system::error_code& ec, int) {
                 if (ec)
                     return;
-                access.reload_keys();
-                if (tls) {
-                    std::string error;
-                    if (tls->reload(error))
-                        spdlog::info("SIGHUP: TLS certificate reloaded: {}",
-                                     tls->current()->subject());
-                    else
-                        spdlog::error("SIGHUP: new TLS certificate refused, the previous one "
-                                      "keeps serving: {}",
-                                      error);
-                }
                 hup.async_wait(on_hup);
+                std::vector<std::string> bad;
+                auto fresh = load_config(config_file, bad);
+                if (!fresh) {
+                    reloads_refused.inc();
+                    spdlog::error("SIGHUP: configuration refused ({} problem(s)), the current one "
+                                  "keeps serving: {}",
+                                  bad.size(), join(bad, "; "));
+                    return;
+                }
+                std::string tls_error;
+                if (tls && !tls->reload(tls_error)) {
+                    reloads_refused.inc();
+                    spdlog::error("SIGHUP: new TLS certificate refused, the previous one "
+                                  "keeps serving (configuration not reloaded): {}",
+                                  tls_error);
+                    return;
+                }
+                if (tls)
+                    spdlog::info("SIGHUP: TLS certificate reloaded: {}",
+                                 tls->current()->subject());
+                access.reload_keys();
+                auto plan = edge::conf::plan_reload(*current, *fresh);
+                for (auto& key : plan.need_restart)
+                    spdlog::warn("SIGHUP: {} changed: needs a restart (ignored, the current "
+                                 "value stays)",
+                                 key);
+                if (plan.next.log_level != current->log_level ||
+                    plan.next.log_format != current->log_format)
+                    edge::log::init(plan.next.log_level, plan.next.log_format);
+                current = std::make_shared<const edge::conf::config>(std::move(plan.next));
+                // Recent snapshots stay alive a while: code that took a reference into
+                // ctx->cfg across a co_await keeps a valid object.
+                recent_configs.push_back(current);
+                if (recent_configs.size() > 16)
+                    recent_configs.erase(recent_configs.begin());
+                for (unsigned i = 0; i < rt.size(); ++i)
+                    asio::post(rt.worker(i), [&w = workers[i], next = current] {
+                        w.ctx->cfg = next;
+                    });
+                reloads_applied.inc();
+                spdlog::info("SIGHUP: configuration reloaded{}{}",
+                             plan.applied.empty() ? "" : "; applied: ", join(plan.applied, ", "));
             };
         hup.async_wait(on_hup);
+        listeners_up.store(true);
         rt.run();
         spdlog::info("stopped");
     } catch (const std::exception& e) {
         spdlog::critical("startup failed: {}", e.what());
-        std::fprintf(stderr, "edgegate: %s\n", e.what());
+        if (cfg->log_level == "off")
+            std::fprintf(stderr, "edgegate: %s\n", e.what());
         return 1;
     }
     return 0;

@@ -1,5 +1,9 @@
 #include "auth/control_plane_client.hpp"
 
+#include "common/metrics.hpp"
+
+#include <algorithm>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -159,12 +163,46 @@ awaitable<result<api_response>> control_plane_client::post(std::string path, std
     co_return co_await call(std::move(path), std::move(bearer), endpoint, std::move(o));
 }
 
+struct control_plane_client::call_metrics {
+    explicit call_metrics(std::string_view e) : endpoint(e) {
+        auto& r = metrics::global();
+        constexpr auto name = "edgegate_api_calls_total";
+        constexpr auto help = "Control-plane API calls by endpoint and outcome (the HTTP status "
+                              "class of the last try; error: no answer; circuit_open: not tried)";
+        const char* outcomes[] = {"2xx", "3xx", "4xx", "5xx", "error", "circuit_open"};
+        for (int i = 0; i < 6; ++i)
+            outcome[i] = r.counter(name, help, {{"endpoint", endpoint}, {"outcome", outcomes[i]}});
+        retries = r.counter("edgegate_api_retries_total",
+                            "Control-plane API tries after the first, by endpoint",
+                            {{"endpoint", endpoint}});
+        duration = r.histogram("edgegate_api_call_duration_seconds",
+                               "Control-plane API call latency, retries included, by endpoint",
+                               {{"endpoint", endpoint}});
+    }
+    std::string endpoint;
+    metrics::counter outcome[6];
+    metrics::counter retries;
+    metrics::histogram duration;
+};
+
+control_plane_client::call_metrics& control_plane_client::metrics_for(std::string_view endpoint) {
+    for (auto& m : metrics_)
+        if (m->endpoint == endpoint)
+            return *m;
+    metrics_.push_back(std::make_unique<call_metrics>(endpoint));
+    return *metrics_.back();
+}
+
 awaitable<result<api_response>> control_plane_client::call(std::string path, std::string bearer,
                                                            std::string_view endpoint,
                                                            call_options opts) {
+    auto& m = metrics_for(endpoint);
     auto* breaker = opts_.breaker.get();
-    if (breaker && !breaker->allow())
+    if (breaker && !breaker->allow()) {
+        m.outcome[5].inc();
         co_return error_code(control_plane_errc::circuit_open);
+    }
+    const auto started = std::chrono::steady_clock::now();
 
     prepared prep;
     auto& req = prep.req;
@@ -192,6 +230,7 @@ awaitable<result<api_response>> control_plane_client::call(std::string path, std
     auto backoff = opts_.first_backoff;
     for (int i = 0; i < tries; ++i) {
         if (i > 0) {
+            m.retries.inc();
             boost::asio::steady_timer t(ex_, backoff);
             co_await t.async_wait(use_nothrow);
             backoff *= 2;
@@ -217,6 +256,11 @@ awaitable<result<api_response>> control_plane_client::call(std::string path, std
         else
             breaker->on_failure();
     }
+    m.duration.observe(std::chrono::steady_clock::now() - started);
+    if (!last)
+        m.outcome[4].inc();
+    else
+        m.outcome[std::clamp(static_cast<int>(last->status / 100), 2, 5) - 2].inc();
     co_return last;
 }
 

@@ -82,6 +82,10 @@ class control_plane_client {
     boost::asio::ip::tcp::resolver resolver_;
     struct tls_state;
     std::unique_ptr<tls_state> tls_;
+    // Metric handles per endpoint name (a handful), made on an endpoint's first call.
+    struct call_metrics;
+    call_metrics& metrics_for(std::string_view endpoint);
+    std::vector<std::unique_ptr<call_metrics>> metrics_;
 };
 
 } // namespace edge::auth

@@ -5,6 +5,7 @@
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 #include "auth/query.hpp"
+#include "common/metrics.hpp"
 #include "routing/host.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -57,7 +58,33 @@ bool authorizer::needs_auth(const request_view& v) noexcept {
 }
 
 namespace {
+// edgegate_auth_decisions_total{method,outcome}: every decision made (by ready() or
+// authorize()) is counted once, where it is built.
+struct decision_metrics {
+    static constexpr int methods = 6;
+    metrics::counter allowed[methods];
+    metrics::counter denied, login_redirect, unavailable;
+    decision_metrics() {
+        auto& r = metrics::global();
+        constexpr auto name = "edgegate_auth_decisions_total";
+        constexpr auto help = "Preview access decisions by credential method and outcome "
+                              "(method none: no credential was accepted)";
+        for (int i = 0; i < methods; ++i)
+            allowed[i] = r.counter(name, help,
+                                   {{"method", to_string(static_cast<auth_method>(i))},
+                                    {"outcome", "allowed"}});
+        denied = r.counter(name, help, {{"method", "none"}, {"outcome", "denied"}});
+        login_redirect = r.counter(name, help, {{"method", "none"}, {"outcome", "login_redirect"}});
+        unavailable = r.counter(name, help, {{"method", "none"}, {"outcome", "unavailable"}});
+    }
+};
+decision_metrics& decisions() {
+    static decision_metrics m;
+    return m;
+}
+
 decision allow(auth_method m) {
+    decisions().allowed[static_cast<int>(m)].inc();
     decision d;
     d.what = decision::kind::allow;
     d.method = m;
@@ -218,6 +245,7 @@ decision authorizer::fail(const request_view& v, const std::vector<std::string>&
     d.what = decision::kind::respond;
     auto& r = d.resp;
     if (!unavailable.empty()) {
+        decisions().unavailable.inc();
         ++shared_.unavailable;
         r.status = 503;
         r.headers.emplace_back("Retry-After", "5");
@@ -241,9 +269,11 @@ decision authorizer::fail(const request_view& v, const std::vector<std::string>&
         case oidc_store::status::ready: {
             login_options lo{opts_.proxy_protocol, opts_.cookies};
             r = login_redirect(*shared_.oidc.get(), v, shared_.proxy_keys.key(), lo);
+            decisions().login_redirect.inc();
             return d;
         }
         case oidc_store::status::loading:
+            decisions().unavailable.inc();
             r.status = 503;
             r.headers.emplace_back("Retry-After", "5");
             r.message = "login is not available yet (the OIDC settings are loading); " + msg;
@@ -251,6 +281,7 @@ decision authorizer::fail(const request_view& v, const std::vector<std::string>&
         case oidc_store::status::not_configured: break;
         }
     }
+    decisions().denied.inc();
     r.status = 401;
     r.message = std::move(msg);
     return d;

@@ -1,5 +1,7 @@
 #include "proxy/tls.hpp"
 
+#include "common/metrics.hpp"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -123,7 +125,53 @@ std::shared_ptr<tls_server_context> tls_store::current() const {
     return current_;
 }
 
+static awaitable<error_code> tls_handshake(timed_socket& s, const tls_server_context& ctx);
+
+namespace {
+struct handshake_metrics {
+    metrics::counter ok, failed, not_tls, tls12, tls13, resumed;
+    handshake_metrics() {
+        auto& r = metrics::global();
+        constexpr auto name = "edgegate_tls_handshakes_total";
+        constexpr auto help = "TLS handshakes on PROXY_PORT by result (not_tls: plain HTTP on "
+                              "the TLS port, answered 400)";
+        ok = r.counter(name, help, {{"result", "ok"}});
+        failed = r.counter(name, help, {{"result", "failed"}});
+        not_tls = r.counter(name, help, {{"result", "not_tls"}});
+        constexpr auto vname = "edgegate_tls_versions_total";
+        constexpr auto vhelp = "Completed TLS handshakes by protocol version";
+        tls12 = r.counter(vname, vhelp, {{"version", "TLSv1.2"}});
+        tls13 = r.counter(vname, vhelp, {{"version", "TLSv1.3"}});
+        resumed = r.counter("edgegate_tls_resumed_total",
+                            "Completed TLS handshakes that resumed a session", {});
+    }
+};
+handshake_metrics& tls_metrics() {
+    static handshake_metrics m;
+    return m;
+}
+} // namespace
+
 awaitable<error_code> tls_accept(timed_socket& s, const tls_server_context& ctx) {
+    auto& m = tls_metrics();
+    auto ec = co_await tls_handshake(s, ctx);
+    if (!ec) {
+        m.ok.inc();
+        if (SSL_version(s.tls) == TLS1_3_VERSION)
+            m.tls13.inc();
+        else
+            m.tls12.inc();
+        if (SSL_session_reused(s.tls))
+            m.resumed.inc();
+    } else if (ec == asio::error::no_protocol_option) {
+        m.not_tls.inc();
+    } else {
+        m.failed.inc();
+    }
+    co_return ec;
+}
+
+static awaitable<error_code> tls_handshake(timed_socket& s, const tls_server_context& ctx) {
     // A client speaking plain HTTP to the TLS port gets told so, in plain HTTP.
     auto [wec] = co_await s.sock.async_wait(tcp::socket::wait_read, use_nothrow);
     if (wec)

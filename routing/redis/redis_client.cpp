@@ -173,7 +173,7 @@ struct connection_base : std::enable_shared_from_this<connection_base> {
     bool open_expired_ = false;
     std::string last_error_;         // written on the client's thread only...
     mutable std::mutex error_mutex_; // ...but read by /health on any worker
-    std::uint64_t errors_ = 0;
+    std::atomic<std::uint64_t> errors_{0}; // read by metrics scrapes on another worker
     std::chrono::milliseconds backoff_;
     std::minstd_rand rng_;
 
