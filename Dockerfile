@@ -5,7 +5,7 @@
 #   docker run --rm -p 4000:4000 -p 2222:2222 \
 #       -e PROXY_API_KEY=dtn_... -e DAYTONA_API_URL=https://app.daytona.io/api edgegate
 #
-# docs/deployment.md has the whole deployment (docker-compose.yml, DNS, TLS, keys).
+# docs/deploy.md has the whole deployment (docker-compose.yml, DNS, TLS, keys).
 
 # --- build -------------------------------------------------------------------------------
 FROM debian:12 AS build
