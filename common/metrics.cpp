@@ -12,15 +12,17 @@ namespace detail {
 constinit thread_local unsigned tl_shard = shards;
 
 unsigned assign_shard() noexcept {
-    // Threads that were not bound (resolver, tests) take shards from the top down, so they
-    // rarely share one with a low-numbered worker.
+    // Threads that were not bound (resolvers, tests) spread over the shared shards.
     static std::atomic<unsigned> next{0};
-    tl_shard = (shards - 1) - (next.fetch_add(1, std::memory_order_relaxed) % shards);
+    tl_shard = exclusive_shards + next.fetch_add(1, std::memory_order_relaxed) % shared_shards;
     return tl_shard;
 }
 } // namespace detail
 
-void bind_thread_shard(unsigned index) noexcept { detail::tl_shard = index % shards; }
+void bind_thread_shard(unsigned index) noexcept {
+    detail::tl_shard =
+        index < exclusive_shards ? index : exclusive_shards + index % shared_shards;
+}
 
 namespace {
 enum kind : int { k_counter = 0, k_gauge = 1, k_histogram = 2 };
@@ -141,9 +143,10 @@ std::uint64_t counter::value() const noexcept {
 }
 
 void gauge::set(std::int64_t v) const noexcept {
-    unsigned mine = detail::thread_shard();
+    // Documented as not mixed with add(): storing into every cell is then race-free enough
+    // (one setter), and the sum is v.
     for (unsigned i = 0; i < shards; ++i)
-        s_->cells[i].v.store(i == mine ? v : 0, std::memory_order_relaxed);
+        s_->cells[i].v.store(i == 0 ? v : 0, std::memory_order_relaxed);
 }
 
 std::int64_t gauge::value() const noexcept {

@@ -28,11 +28,11 @@
 // - Handles are small, trivially copyable, valid for the registry's lifetime, and safe to use
 //   from any thread. A default-constructed handle is valid and counts into a private sink (so an
 //   object built without metrics needs no null checks).
-// - Cost: inc()/observe() are one relaxed atomic add (observe: a bucket search over <= 24
-//   bounds, an add to the bucket and a CAS add to the sum) on a cell of the calling thread's
-//   shard: no lock, no allocation, no string work. Each series has `shards` cache-line-sized
-//   cells; worker threads get distinct shards (runtime calls bind_thread_shard), other threads
-//   share them by index. A scrape sums the shards.
+// - Cost: inc() is a load and a store (no locked instruction) on the calling thread's own
+//   cache line when the thread is bound to a shard of its own (runtime binds every worker:
+//   bind_thread_shard), else one relaxed atomic add on a shard shared with other unbound
+//   threads; observe() adds a bucket search over <= 24 bounds. No lock, no allocation, no string
+//   work. Each series has `shards` cache-line-sized cells; a scrape sums them.
 // - Names follow Prometheus conventions: edgegate_ prefix, counters end in _total, units in the
 //   name (_seconds, _bytes).
 // - Callback series (counter_fn, gauge_fn) are read at scrape time on the scraping thread: the
@@ -54,7 +54,11 @@
 
 namespace edge::metrics {
 
-inline constexpr unsigned shards = 16; // power of two
+// Shards 0..exclusive_shards-1 are each written by the one thread bound to it (plain load and
+// store); the others are shared by unbound threads (atomic add).
+inline constexpr unsigned exclusive_shards = 24;
+inline constexpr unsigned shared_shards = 8;
+inline constexpr unsigned shards = exclusive_shards + shared_shards;
 inline constexpr std::size_t max_series = 1024;
 inline constexpr std::size_t max_buckets = 24;
 
@@ -101,14 +105,26 @@ struct histogram_series {
 };
 } // namespace detail
 
-// Binds the calling thread to shard `index % shards` (worker i calls it with i at start).
+// Gives the calling thread the exclusive use of shard `index` when index < exclusive_shards
+// (worker i calls it with i at start; bind each index to ONE thread only: two threads on one
+// exclusive shard would lose counts), else a shared shard.
 void bind_thread_shard(unsigned index) noexcept;
+
+namespace detail {
+template <class T> inline void add(std::atomic<T>& cell, unsigned shard, T n) noexcept {
+    if (shard < exclusive_shards) // single writer: no locked instruction needed
+        cell.store(cell.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    else
+        cell.fetch_add(n, std::memory_order_relaxed);
+}
+} // namespace detail
 
 class counter {
   public:
     counter() noexcept;
     void inc(std::uint64_t n = 1) const noexcept {
-        s_->cells[detail::thread_shard()].v.fetch_add(n, std::memory_order_relaxed);
+        const unsigned sh = detail::thread_shard();
+        detail::add(s_->cells[sh].v, sh, n);
     }
     std::uint64_t value() const noexcept;
 
@@ -119,12 +135,13 @@ class counter {
 };
 
 // An up/down value. Use inc/dec/add from any thread, or set() — not both on one series (set()
-// from one thread only: it writes the calling shard and clears the others).
+// from one thread only: it writes the total into one cell and clears the others).
 class gauge {
   public:
     gauge() noexcept;
     void add(std::int64_t n) const noexcept {
-        s_->cells[detail::thread_shard()].v.fetch_add(n, std::memory_order_relaxed);
+        const unsigned sh = detail::thread_shard();
+        detail::add(s_->cells[sh].v, sh, n);
     }
     void inc() const noexcept { add(1); }
     void dec() const noexcept { add(-1); }
@@ -144,11 +161,15 @@ class histogram {
         unsigned i = 0;
         while (i < s_->nbounds && v > s_->bounds[i])
             ++i;
-        auto& c = s_->cells[detail::thread_shard()];
-        c.buckets[i].fetch_add(1, std::memory_order_relaxed);
+        const unsigned sh = detail::thread_shard();
+        auto& c = s_->cells[sh];
+        detail::add(c.buckets[i], sh, std::uint64_t{1});
         double old = c.sum.load(std::memory_order_relaxed);
-        while (!c.sum.compare_exchange_weak(old, old + v, std::memory_order_relaxed))
-            ;
+        if (sh < exclusive_shards)
+            c.sum.store(old + v, std::memory_order_relaxed);
+        else
+            while (!c.sum.compare_exchange_weak(old, old + v, std::memory_order_relaxed))
+                ;
     }
     // A duration, observed in seconds.
     template <class Rep, class Period>

@@ -76,6 +76,26 @@ TEST_CASE("metrics: counters are exact under concurrent increments") {
     CHECK(c.value() == (2 * shards + 3) * 10000ull);
 }
 
+TEST_CASE("metrics: threads bound to shards of their own count exactly") {
+    registry r;
+    auto c = r.counter("edgegate_bound_total", "B");
+    auto h = r.histogram("edgegate_bound_seconds", "B", {});
+    std::vector<std::thread> ts;
+    for (unsigned t = 0; t < exclusive_shards + 4; ++t) // the last ones share shards
+        ts.emplace_back([c, h, t] {
+            bind_thread_shard(t);
+            for (int i = 0; i < 10000; ++i) {
+                c.inc();
+                h.observe(0.5);
+            }
+        });
+    for (auto& t : ts)
+        t.join();
+    CHECK(c.value() == (exclusive_shards + 4) * 10000ull);
+    CHECK(h.count() == (exclusive_shards + 4) * 10000ull);
+    CHECK(h.sum() == Approx((exclusive_shards + 4) * 5000.0));
+}
+
 TEST_CASE("metrics: histogram buckets are cumulative, with +Inf, sum and count") {
     registry r;
     const double bounds[] = {0.1, 1};
