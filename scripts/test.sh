@@ -13,8 +13,14 @@ jobs=$(nproc)
 
 echo "== release build"
 BUILD_DIR=build scripts/build.sh
+# Every edgegate the tests start leaves a copy of its logs here; secret_grep.py then looks for
+# every secret of the test fixtures in them.
+logs=$(mktemp -d /tmp/edgegate-test-logs.XXXXXX)
+trap 'rm -rf "$logs"' EXIT
 echo "== tests (release)"
-ctest --test-dir build --output-on-failure --timeout 900 -j "$jobs"
+EDGEGATE_LOG_ARCHIVE=$logs/release ctest --test-dir build --output-on-failure --timeout 900 -j "$jobs"
+echo "== secret grep of the logs (release)"
+python3 tests/support/secret_grep.py "$logs/release"
 
 if [ $quick -eq 0 ]; then
   echo "== sanitizer build (ASan + UBSan)"
@@ -22,6 +28,8 @@ if [ $quick -eq 0 ]; then
   echo "== tests (ASan + UBSan)"
   # ASan keeps freed memory in quarantine: the flat-memory check gets a larger bound there.
   EDGEGATE_TEST_MAX_RSS_MIB=512 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
-    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 EDGEGATE_LOG_ARCHIVE=$logs/asan \
     ctest --test-dir build-asan --output-on-failure --timeout 900 -j "$jobs"
+  echo "== secret grep of the logs (ASan + UBSan)"
+  python3 tests/support/secret_grep.py "$logs/asan"
 fi
