@@ -4,16 +4,14 @@
 
 #include "proxy/h1_session.hpp"
 
-#include "auth/cors.hpp"
-#include "auth/preview_access.hpp"
-#include "auth/preview_warning.hpp"
 #include "proxy/error_response.hpp"
+#include "proxy/exchange.hpp"
 #include "proxy/h1_codec.hpp"
+#include "proxy/h2_session.hpp"
 #include "proxy/header_rewrite.hpp"
 #include "proxy/http_io.hpp"
 #include "proxy/tls.hpp"
 #include "routing/host.hpp"
-#include "routing/redis/redis_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -55,22 +53,6 @@ bool timed_out(const error_code& ec) {
     return ec == boost::beast::error::timeout;
 }
 
-// TCP keepalive on a tunneled socket: a peer that vanished (NAT drop, sleep) is found within
-// about two minutes instead of never.
-void keep_alive_probes(tcp::socket& s) {
-    error_code ignored;
-    s.set_option(asio::socket_base::keep_alive(true), ignored);
-    const int idle = 60, interval = 10, count = 6;
-    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-    ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-}
-
-bool idempotent(std::string_view method) {
-    return method == "GET"sv || method == "HEAD"sv || method == "OPTIONS"sv ||
-           method == "PUT"sv || method == "DELETE"sv || method == "TRACE"sv;
-}
-
 // What went wrong while moving a body from one side to the other.
 enum class relay_failure { none, read, write, framing };
 
@@ -93,53 +75,15 @@ struct body_state {
     }
 };
 
-// The auth module's read access to a parsed head's fields.
-class h1_headers final : public auth::header_lookup {
+class session final : public exchange {
   public:
-    explicit h1_headers(const h1::head& h) : h_(h) {}
-    std::optional<std::string_view> first(std::string_view name) const override {
-        for (const auto& f : h_.fields)
-            if (h1::iequals(f.name, name))
-                return f.value;
-        return std::nullopt;
-    }
-
-  protected:
-    bool each_value(std::string_view name, void* ctx,
-                    bool (*f)(void*, std::string_view)) const override {
-        for (const auto& fld : h_.fields)
-            if (h1::iequals(fld.name, name) && f(ctx, fld.value))
-                return true;
-        return false;
-    }
-
-  private:
-    const h1::head& h_;
-};
-
-// A 64 KiB buffer borrowed from the worker's pool for one exchange.
-struct leased_buffer {
-    explicit leased_buffer(worker_context& c) : ctx(c) {
-        buf.adopt(ctx.take_buffer(), relay_buffer_size);
-    }
-    ~leased_buffer() {
-        if (auto mem = buf.release(relay_buffer_size))
-            ctx.give_back(std::move(mem));
-    }
-    leased_buffer(const leased_buffer&) = delete;
-    leased_buffer& operator=(const leased_buffer&) = delete;
-
-    worker_context& ctx;
-    byte_buffer buf;
-};
-
-class session {
-  public:
-    session(tcp::socket s, worker_context& ctx) : client_(ctx.watch, std::move(s)), ctx_(ctx) {
+    session(tcp::socket s, worker_context& ctx)
+        : exchange(ctx), client_(ctx.watch, std::move(s)) {
         ++ctx_.sessions;
         error_code ec;
         auto ep = client_.sock.remote_endpoint(ec);
-        client_ip_ = ec ? "unknown" : ep.address().to_string();
+        client_ip_storage_ = ec ? "unknown" : ep.address().to_string();
+        client_ip_ = client_ip_storage_;
         client_.sock.set_option(tcp::no_delay(true), ec);
         client_.sock.non_blocking(true, ec); // for write_now's plain write
     }
@@ -151,7 +95,11 @@ class session {
     awaitable<void> run() {
         if (ctx_.tls && !co_await handshake())
             co_return;
-        while (!ctx_.draining && co_await serve_one()) {
+        if (tls_chose_h2(client_)) {
+            co_await serve_h2(client_, {}, ctx_, client_ip_);
+        } else {
+            while (!ctx_.draining && co_await serve_one()) {
+            }
         }
         shutdown_send(client_);
         error_code ec;
@@ -195,6 +143,20 @@ class session {
                 co_return false;
         }
         client_.expires_after(header_timeout);
+        if (first_request_) {
+            // h2c with prior knowledge: the connection starts with HTTP/2's preface.
+            first_request_ = false;
+            while (in_.size() < h2_preface.size() && h2_preface.starts_with(in_.data())) {
+                auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
+                in_.commit(n);
+                if (ec)
+                    co_return false;
+            }
+            if (in_.data().starts_with(h2_preface)) {
+                co_await serve_h2(client_, in_.data(), ctx_, client_ip_);
+                co_return false;
+            }
+        }
         for (;;) {
             auto r = h1::parse_request(in_.data(), req_);
             if (r.status == h1::parse_status::done)
@@ -217,378 +179,26 @@ class session {
             }
         }
         in_used_ = req_.size;
-        reset_decision();
-
         auto target = routing::parse_host(req_.host);
-        if (target.kind == routing::host_kind::invalid)
+        if (target.kind == routing::host_kind::invalid) {
+            reset_decision();
             co_return co_await reply_error(400, std::string(target.error));
-        if (req_.upgrade_websocket && req_.body != body_kind::none)
-            co_return co_await reply_error(400, "a WebSocket upgrade request cannot carry a body");
-        if (req_.expect_unknown)
-            co_return co_await reply_error(417, "only Expect: 100-continue is supported");
-        // The warning page's accept endpoint works on any host.
-        if (ctx_.access && req_.method == "POST"sv &&
-            req_.target.substr(0, req_.target.find('?')) == auth::accept_warning_path) {
-            view_ = make_view(target, auth::request_mode::preview);
-            co_return co_await reply_auth(
-                auth::accept_preview_warning(view_, ctx_.cfg->proxy_protocol));
         }
-        if (target.kind == routing::host_kind::base)
-            co_return co_await serve_base();
-        bool keep = co_await serve_preview(target);
-        activity_.reset();
-        co_return keep;
+        co_return co_await route_request(target);
     }
 
-    // The auth module's view of the current request (views into req_).
-    auth::request_view make_view(const routing::host_target& t, auth::request_mode mode) {
-        auth::request_view v;
-        v.method = req_.method;
-        v.host = req_.host;
-        v.target = req_.target;
-        v.id = t.id;
-        v.base_host = mode == auth::request_mode::preview && !t.base_host.empty() ? t.base_host
-                                                                                   : req_.host;
-        v.port = t.port;
-        v.mode = mode;
-        v.websocket = req_.upgrade_websocket;
-        v.client_ip = client_ip_;
-        v.headers = &req_headers_;
-        return v;
-    }
-
-    // Daytona's {"status":"ok","version":...}, plus the state of Redis when one is configured:
-    // edgegate serves without Redis (from the API), so it is a detail, not a failure.
-    std::string health_body() const {
-        boost::json::object o;
-        o["status"] = "ok";
-        o["version"] = EDGE_VERSION;
-        if (ctx_.access)
-            o["oidc"] = oidc_state();
-        if (!ctx_.redis_clients.empty()) {
-            // Connected only when every worker is: a request may land on any of them.
-            auto worst = routing::redis::state::connected;
-            std::string error;
-            for (auto* c : ctx_.redis_clients) {
-                auto state = c->current_state();
-                if (state == routing::redis::state::connected)
-                    continue;
-                if (worst == routing::redis::state::connected ||
-                    state == routing::redis::state::disconnected)
-                    worst = state;
-                if (error.empty())
-                    error = c->last_error();
-            }
-            boost::json::object r;
-            r["state"] = worst == routing::redis::state::connected    ? "connected"
-                         : worst == routing::redis::state::connecting ? "connecting"
-                                                                      : "disconnected";
-            if (!error.empty())
-                r["error"] = error;
-            o["redis"] = std::move(r);
-        }
-        return boost::json::serialize(o);
-    }
-
-    bool is_head_request() const { return req_.method == "HEAD"sv; }
-
-    // The OIDC settings' state: "ready", "loading" or "not configured".
-    std::string_view oidc_state() const {
-        if (!ctx_.access)
-            return "not configured";
-        switch (ctx_.access->auth.shared().oidc.current()) {
-        case auth::oidc_store::status::ready: return "ready";
-        case auth::oidc_store::status::loading: return "loading";
-        case auth::oidc_store::status::not_configured: return "not configured";
-        }
-        return "loading";
-    }
-
-    awaitable<bool> serve_base() {
-        auto path = req_.target.substr(0, req_.target.find('?'));
-        if (path == "/health" && (req_.method == "GET"sv || is_head_request()))
-            co_return co_await reply(200, health_body());
-        if (path == "/ready" && (req_.method == "GET"sv || is_head_request())) {
-            // Ready once the OIDC settings are known (or known to be absent): until then a
-            // browser that needs the login cannot be sent to it.
-            if (oidc_state() == "loading"sv)
-                co_return co_await reply(
-                    503,
-                    R"json({"status":"not ready","reason":"the OIDC settings are not loaded yet (GET /api/config and discovery are retried)"})json",
-                    "5");
-            co_return co_await reply(200, R"({"status":"ready"})");
-        }
-        if (auto tb = routing::parse_toolbox_path(req_.target); tb && routing::valid_id(tb->id)) {
-            bool keep = co_await serve_toolbox(*tb);
-            activity_.reset();
-            co_return keep;
-        }
-        if (req_.method == "GET"sv && path.ends_with("/build-logs")) {
-            std::string_view rest = path.substr(0, path.size() - 11);
-            for (std::string_view kind : {"/sandboxes/"sv, "/snapshots/"sv})
-                if (rest.starts_with(kind) && routing::valid_id(rest.substr(kind.size())))
-                    co_return co_await serve_build_logs(kind == "/snapshots/"sv,
-                                                        rest.substr(kind.size()));
-        }
-        if (path == "/callback" && req_.method == "GET"sv && ctx_.access) {
-            view_ = make_view(routing::host_target{}, auth::request_mode::toolbox);
-            auto resp = co_await ctx_.access->login.callback(view_);
-            co_return co_await reply_auth(resp);
-        }
-        co_return co_await reply_error(404, "no route for this path on the proxy's base host");
-    }
-
-    // /toolbox/{id}/{rest} on the base host: always authenticated, forwarded to
-    // {runner}/sandboxes/{id}/toolbox{rest}, redirects kept under /toolbox/{id}.
-    awaitable<bool> serve_toolbox(const routing::toolbox_target& tb) {
-        routing::host_target t;
-        t.kind = routing::host_kind::preview;
-        t.id = tb.id;
-        t.port = 2280;
-        view_ = make_view(t, auth::request_mode::toolbox);
-        if (!co_await decide())
-            co_return co_await reply_auth(decision_.resp);
-        const std::string_view id = decision_.sandbox_id(view_);
-        auto found = ctx_.routes.ready_runner(id).value_or(routing::runner_lookup{});
-        if (found.status == routing::lookup_status::unavailable)
-            found = co_await ctx_.routes.runner_for(id);
-        if (found.status == routing::lookup_status::not_found)
-            co_return co_await reply_error(404, "sandbox " + std::string(id) + " not found");
-        if (found.status != routing::lookup_status::found)
-            co_return co_await reply_unavailable(found.detail);
-        // The forwarded target: what follows /toolbox/{id} (the query-key rewrite applied).
-        std::string_view target = decision_.target ? std::string_view(*decision_.target)
-                                                   : req_.target;
-        const std::size_t prefix = 9 + tb.id.size(); // "/toolbox/{id}"
-        location_prefix_.assign("/toolbox/").append(tb.id);
-        if (ctx_.access)
-            activity_ = ctx_.access->activity.start(id, &req_headers_);
-        co_return co_await forward(std::move(found.route), id, "/toolbox"sv,
-                                   target.substr(std::min(prefix, target.size())));
-    }
-
-    // GET /sandboxes/{id}/build-logs and /snapshots/{id}/build-logs (contract §2): the user's
-    // own bearer reads the sandbox or snapshot from the API (which also checks access), the
-    // runner that built it streams the log from {apiUrl}/snapshots/logs?{query}&snapshotRef=.
-    awaitable<bool> serve_build_logs(bool snapshot, std::string_view id) {
-        if (!ctx_.api || !ctx_.proxy_keys)
-            co_return co_await reply_error(404, "build logs are not served by this proxy");
-        std::string user_token(auth::bearer_token(req_headers_));
-        if (user_token.empty())
-            co_return co_await reply_error(
-                401, "authentication required: build logs need `Authorization: Bearer <API key "
-                     "or token>`");
-        // (Named values only inside co_await expressions: g++ 12 mishandles temporaries there.)
-        const std::string path = (snapshot ? "/snapshots/" : "/sandbox/") + std::string(id);
-        const std::string what = (snapshot ? "snapshot " : "sandbox ") + std::string(id);
-        const std::string_view endpoint = snapshot ? "snapshots" : "sandbox";
-        auto meta = co_await ctx_.api->get(path, user_token, endpoint);
-        if (!meta)
-            co_return co_await reply_unavailable("control plane unreachable: " +
-                                                 meta.error().message());
-        if (meta->status == 401 || meta->status == 403) {
-            const unsigned status = meta->status;
-            co_return co_await reply_error(status, "the token has no access to " + what);
-        }
-        if (meta->status == 404)
-            co_return co_await reply_error(404, what + " not found");
-        if (meta->status != 200)
-            co_return co_await reply_unavailable("the control plane answered " +
-                                                 std::to_string(meta->status));
-        boost::system::error_code ec;
-        auto doc = boost::json::parse(meta->body, ec);
-        std::string ref, runner_id;
-        if (!ec && doc.is_object()) {
-            auto& o = doc.get_object();
-            auto text = [](const boost::json::value* v) {
-                return v && v->is_string() ? std::string(v->get_string()) : std::string();
-            };
-            if (snapshot) {
-                ref = text(o.if_contains("ref"));
-                runner_id = text(o.if_contains("initialRunnerId"));
-            } else {
-                if (auto bi = o.if_contains("buildInfo"); bi && bi->is_object())
-                    ref = text(bi->get_object().if_contains("snapshotRef"));
-                runner_id = text(o.if_contains("runnerId"));
-            }
-        }
-        if (ref.empty() || runner_id.empty())
-            co_return co_await reply_error(
-                404, what + " has no build logs (no snapshot reference or runner)");
-        auto runner = co_await ctx_.api->get("/runners/" + runner_id + "/full",
-                                             ctx_.proxy_keys->key(), "runners/full");
-        if (!runner || runner->status != 200)
-            co_return co_await reply_unavailable(
-                "cannot read runner " + runner_id + " from the control plane");
-        auto rdoc = boost::json::parse(runner->body, ec);
-        std::shared_ptr<const routing::runner_route> route;
-        if (!ec && rdoc.is_object()) {
-            auto& o = rdoc.get_object();
-            auto api_url = o.if_contains("apiUrl");
-            auto key = o.if_contains("apiKey");
-            if (api_url && api_url->is_string() && key && key->is_string())
-                route = routing::make_route(std::string(api_url->get_string()),
-                                            std::string(key->get_string()), {});
-        }
-        if (!route)
-            co_return co_await reply_unavailable("runner " + runner_id + " has no usable apiUrl");
-        // The user's token is for the API, not for the runner.
-        decision_.strip_authorization = true;
-        location_prefix_.clear();
-        build_ref_ = url_encode(ref);
-        const auto query = req_.target.find('?');
-        build_query_ = query == std::string_view::npos ? std::string_view("?"sv)
-                                                        : req_.target.substr(query);
-        const std::string_view tail[] = {"/snapshots/logs"sv, build_query_,
-                                         build_query_.size() > 1 ? "&snapshotRef="sv
-                                                                 : "snapshotRef="sv,
-                                         build_ref_};
-        co_return co_await forward_to(std::move(route), {}, tail);
-    }
-
-    static std::string url_encode(std::string_view s) {
-        static constexpr char hex[] = "0123456789ABCDEF";
-        std::string out;
-        for (unsigned char c : s) {
-            if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-                out.push_back(static_cast<char>(c));
-            } else {
-                out.push_back('%');
-                out.push_back(hex[c >> 4]);
-                out.push_back(hex[c & 15]);
-            }
-        }
-        return out;
-    }
-
-    // The access decision for view_, into decision_; true when the request may go on.
-    awaitable<bool> decide() {
-        // No access module (tests of the proxy alone), or nothing to check (a public sandbox on
-        // an ordinary port): allowed as is, without building a decision.
-        if (!ctx_.access || !auth::authorizer::needs_auth(view_))
-            co_return true;
-        auto& authz = ctx_.access->auth;
-        if (auto d = authz.ready(view_))
-            decision_ = std::move(*d);
-        else
-            decision_ = co_await authz.authorize(view_);
-        co_return decision_.allowed();
-    }
-
-    // "Allowed, nothing to change", reusing the members' storage (no allocation per request).
-    void reset_decision() {
-        decision_.what = auth::decision::kind::allow;
-        decision_.method = auth::auth_method::public_sandbox;
-        decision_.signed_sandbox_id.clear();
-        decision_.target.reset();
-        decision_.strip_authorization = false;
-        decision_.set_cookies.clear();
-    }
-
-    // The fields edgegate adds to the runner's response: the decision's cookies and CORS.
-    response_edits edits_for_response() {
-        extra_fields_.clear();
-        cors_fields_.clear();
-        if (ctx_.access) {
-            const auto& proto = ctx_.cfg->proxy_protocol;
-            if (!auth::foreign_origin(view_, proto).empty()) {
-                h1_headers upstream(res_);
-                auth::cors_response_headers(view_, proto, upstream, cors_fields_);
-            }
-        }
-        for (const auto& c : decision_.set_cookies)
-            extra_fields_.push_back({"Set-Cookie"sv, c});
-        for (const auto& [name, value] : cors_fields_)
-            extra_fields_.push_back({name, value});
-        return response_edits{extra_fields_, location_prefix_};
-    }
-
-    awaitable<bool> serve_preview(const routing::host_target& t) {
-        if (ctx_.cfg->toolbox_only_mode && t.port != 2280)
-            co_return co_await reply_error(404, "this proxy serves only the toolbox (port 2280)");
-        if (req_.target.empty() || req_.target.front() != '/')
-            co_return co_await reply_error(400, "the request target must be a path (origin-form)");
-        const std::string_view id = t.id;
-        routing::runner_lookup found;
-        routing::public_lookup pub;
-        // The usual case: both answers cached and fresh, one lookup, no coroutine.
-        const bool ready = ctx_.routes.ready_pair(id, found, pub);
-        if (!ready) {
-            pub = ctx_.routes.ready_public(id).value_or(routing::public_lookup{});
-            if (pub.status == routing::lookup_status::unavailable)
-                pub = co_await ctx_.routes.is_public(id);
-            if (pub.status == routing::lookup_status::unavailable)
-                co_return co_await reply_unavailable(pub.detail);
-        }
-        view_ = make_view(t, auth::request_mode::preview);
-        view_.sandbox_public = pub.status == routing::lookup_status::found && pub.is_public;
-        const auto& proto = ctx_.cfg->proxy_protocol;
-        if (ctx_.access) {
-            if (auto pre = auth::cors_preflight(view_, proto))
-                co_return co_await reply_auth(*pre);
-            if (auth::wants_preview_warning(view_, ctx_.cfg->preview_warning_enabled))
-                co_return co_await reply_auth(auth::preview_warning_page(view_, proto));
-        }
-        if (!co_await decide()) {
-            // Neither a sandbox nor a valid signed preview link: say so, whatever auth thinks.
-            if (pub.status == routing::lookup_status::not_found &&
-                decision_.resp.status != 503)
-                co_return co_await reply_error(404, "sandbox " + std::string(id) + " not found");
-            co_return co_await reply_auth(decision_.resp);
-        }
-        // A signed preview URL names a token in the host: the runner is the real sandbox's.
-        const std::string_view real_id = decision_.sandbox_id(view_);
-        if (!ready || real_id != id) {
-            found = ctx_.routes.ready_runner(real_id).value_or(routing::runner_lookup{});
-            if (found.status == routing::lookup_status::unavailable)
-                found = co_await ctx_.routes.runner_for(real_id);
-        }
-        if (found.status == routing::lookup_status::not_found)
-            co_return co_await reply_error(404, "sandbox " + std::string(real_id) + " not found");
-        if (found.status != routing::lookup_status::found)
-            co_return co_await reply_unavailable(found.detail);
-
-        location_prefix_.clear();
-        if (ctx_.access)
-            activity_ = ctx_.access->activity.start(real_id, &req_headers_);
-        char port[24] = "/toolbox/proxy/";
-        auto [end, ec] = std::to_chars(port + 15, port + sizeof port, t.port);
-        std::string_view target = decision_.target ? std::string_view(*decision_.target)
-                                                   : req_.target;
-        co_return co_await forward(std::move(found.route), real_id,
-                                   std::string_view(port, static_cast<std::size_t>(end - port)),
-                                   target);
-    }
-
-    // Opens a new connection to the runner into `out`.
-    awaitable<error_code> connect(const routing::runner_route& r,
-                                  std::optional<timed_socket>& out) {
-        out.reset();
-        auto& s = out.emplace(ctx_.watch, tcp::socket(client_.sock.get_executor()));
-        s.expires_after(std::chrono::seconds(ctx_.cfg->upstream_connect_timeout_sec));
-        error_code ec;
-        auto addr = asio::ip::make_address(
-            r.host.front() == '[' ? r.host.substr(1, r.host.size() - 2) : r.host, ec);
-        if (!ec) {
-            std::tie(ec) = co_await s.sock.async_connect(tcp::endpoint(addr, r.port), use_nothrow);
-        } else {
-            auto [rec, eps] =
-                co_await ctx_.resolver.async_resolve(r.host, std::to_string(r.port), use_nothrow);
-            if (rec) {
-                out.reset();
-                co_return rec;
-            }
-            tcp::endpoint ep;
-            std::tie(ec, ep) = co_await asio::async_connect(s.sock, eps, use_nothrow);
-        }
-        if (ec) {
-            ec = s.result(ec);
-            out.reset();
-            co_return ec;
-        }
-        s.sock.set_option(tcp::no_delay(true), ec);
-        s.sock.non_blocking(true, ec); // for write_now's plain write
-        co_return error_code{};
+    // An answer edgegate makes itself. The connection stays open only when the whole request
+    // has been read (no unread body would be taken for the next request).
+    awaitable<bool> send_local(unsigned status, std::string_view content_type,
+                               std::string_view body, std::span<const h1::field> extra,
+                               bool keep_allowed) override {
+        const bool keep = keep_allowed && req_.keep_alive && req_.body == body_kind::none &&
+                          !ctx_.draining;
+        head_out_.clear();
+        write_local_response(head_out_, status, content_type, body, keep, is_head_request(),
+                             extra);
+        bufs_.assign({asio::buffer(head_out_)});
+        co_return co_await flush(client_) && keep;
     }
 
     // Writes bufs_ to `s`: a plain write, then a coroutine only for what did not fit.
@@ -696,23 +306,12 @@ class session {
         }
     }
 
-    // Forwards the request to `route_ptr`'s runner at
-    // {base}/sandboxes/{id}/toolbox/proxy/{port}{target} and relays the answer. When the runner
-    // says it has no such sandbox (its 404 JSON), the route is invalidated everywhere and, for a
-    // request without a body, resolved again and retried once.
-    awaitable<bool> forward(std::shared_ptr<const routing::runner_route> route_ptr,
-                            std::string_view id, std::string_view kind_path,
-                            std::string_view target) {
-        const std::string_view tail[] = {"/sandboxes/"sv, id, kind_path,
-                                         target.empty() ? "/"sv : target};
-        co_return co_await forward_to(std::move(route_ptr), id, tail);
-    }
-
     // Forwards the request to {runner base path}{tail...}. `id` names the sandbox whose runner
     // this is (for the runner's "no such sandbox" / "not started" answers); empty for requests
     // that are not about one sandbox's runner route (build logs).
     awaitable<bool> forward_to(std::shared_ptr<const routing::runner_route> route_ptr,
-                               std::string_view id, std::span<const std::string_view> tail) {
+                               std::string_view id,
+                               std::span<const std::string_view> tail) override {
         bool client_keep = req_.keep_alive;
         const bool head_request = is_head_request();
         const bool bodyless = req_.body == body_kind::none;
@@ -755,7 +354,7 @@ class session {
                         ctx_.upstream_pool.take(route.host_port, !(replayable && attempt == 0))) {
                     upstream_.emplace(ctx_.watch, std::move(*pooled));
                     reused = true;
-                } else if (auto ec = co_await connect(route, upstream_)) {
+                } else if (auto ec = co_await connect_runner(ctx_, route, upstream_)) {
                     if (timed_out(ec))
                         co_return co_await reply_error(
                             504,
@@ -809,25 +408,7 @@ class session {
                 upstream_->expires_after(
                     std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
                 error_code ec;
-                h1::parse_result r{h1::parse_status::need_more, 0, {}};
-                for (;;) {
-                    r = h1::parse_response(up_buf.data(), res_, head_request);
-                    if (r.status == h1::parse_status::done && res_.status < 200 &&
-                        res_.status != 101) {
-                        up_buf.consume(res_.size);
-                        continue;
-                    }
-                    if (r.status != h1::parse_status::need_more)
-                        break;
-                    std::size_t n = 0;
-                    std::tie(ec, n) = co_await upstream_->sock.async_read_some(
-                        up_buf.prepare(read_room), use_nothrow);
-                    up_buf.commit(n);
-                    if (ec) {
-                        ec = upstream_->result(ec);
-                        break;
-                    }
-                }
+                auto r = co_await read_response_head(*upstream_, up_buf, res_, head_request, ec);
                 if (r.status == h1::parse_status::done)
                     break;
                 if (r.status == h1::parse_status::bad)
@@ -861,33 +442,21 @@ class session {
             // "sandbox not started" (400, answered as 503 saying so: the request was fine).
             if (!id.empty() && ((res_.status == 404 && reroute == 0) || res_.status == 400) &&
                 small_json(res_)) {
-                const std::size_t whole = res_.size + res_.content_length;
-                while (up_buf.size() < whole) {
-                    upstream_->expires_after(io_timeout);
-                    auto [ec, n] = co_await upstream_->sock.async_read_some(
-                        up_buf.prepare(read_room), use_nothrow);
-                    up_buf.commit(n);
-                    if (ec)
-                        co_return false;
-                }
-                // prepare() may have moved the head: refresh res_'s views before using them.
-                if (h1::parse_response(up_buf.data(), res_, head_request).status !=
-                    h1::parse_status::done)
+                std::string said;
+                auto verdict =
+                    co_await read_runner_error(*upstream_, up_buf, res_, head_request, said);
+                if (verdict == runner_verdict::broken)
                     co_return false;
-                if (res_.status == 400) {
-                    auto said = runner_not_started(
-                        up_buf.data().substr(res_.size, res_.content_length));
-                    if (!said.empty()) {
-                        if (upstream_keep && request_done && up_buf.size() == whole)
-                            ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
-                        upstream_.reset();
-                        co_return co_await reply_error(
-                            503, "sandbox " + std::string(id) + " is not started (runner: " +
-                                     said + ")",
-                            client_keep && request_done);
-                    }
-                } else if (runner_lacks_sandbox(
-                               up_buf.data().substr(res_.size, res_.content_length))) {
+                const std::size_t whole = res_.size + res_.content_length;
+                if (verdict == runner_verdict::not_started) {
+                    if (upstream_keep && request_done && up_buf.size() == whole)
+                        ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                    upstream_.reset();
+                    co_return co_await reply_error(
+                        503,
+                        "sandbox " + std::string(id) + " is not started (runner: " + said + ")",
+                        client_keep && request_done);
+                } else if (verdict == runner_verdict::lacks_sandbox) {
                     spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
                                  id);
                     if (upstream_keep && request_done && up_buf.size() == whole)
@@ -909,7 +478,7 @@ class session {
                     head_out_.clear();
                     client_keep = client_keep && request_done && !ctx_.draining;
                     write_response_head(head_out_, res_, body_kind::length, client_keep,
-                                        req_.version, edits_for_response());
+                                        req_.version, edits_for_response(res_));
                     bufs_.assign({asio::buffer(head_out_),
                                   asio::buffer(up_buf.data().substr(res_.size,
                                                                     res_.content_length))});
@@ -929,7 +498,7 @@ class session {
             client_keep = client_keep && request_done && !ctx_.draining;
             head_out_.clear();
             write_response_head(head_out_, res_, out, client_keep, req_.version,
-                                edits_for_response());
+                                edits_for_response(res_));
 
             // A response whose whole body already arrived with its head goes out in one write,
             // without a relay coroutine.
@@ -985,7 +554,7 @@ class session {
             co_return co_await reply_error(502, std::move(message), false);
         }
         head_out_.clear();
-        write_upgrade_response_head(head_out_, res_, edits_for_response());
+        write_upgrade_response_head(head_out_, res_, edits_for_response(res_));
         // What either side sent past its head already belongs to the tunnel.
         bufs_.assign({asio::buffer(head_out_), asio::buffer(up_buf.data().substr(res_.size))});
         if (!co_await flush(client_))
@@ -1065,97 +634,6 @@ class session {
         to.sock.cancel(ignored);
     }
 
-    // A runner's own errors are small JSON documents with a Content-Length.
-    static bool small_json(const h1::head& res) {
-        return res.body == body_kind::length && res.content_length <= 4096 &&
-               h1::find(res, "content-type").find("json") != std::string_view::npos;
-    }
-
-    // The runner's message when its JSON body says the sandbox is not started, else empty.
-    static std::string runner_not_started(std::string_view body) {
-        boost::system::error_code ec;
-        auto v = boost::json::parse(body, ec);
-        if (ec || !v.is_object())
-            return {};
-        auto& o = v.get_object();
-        auto message = o.if_contains("message");
-        auto code = o.if_contains("statusCode");
-        if (!message || !message->is_string() || !code || !code->is_number() ||
-            code->to_number<int>() != 400)
-            return {};
-        std::string_view m = message->get_string();
-        if (m.find("not started") == std::string_view::npos &&
-            m.find("not running") == std::string_view::npos)
-            return {};
-        return std::string(m);
-    }
-
-    static bool runner_lacks_sandbox(std::string_view body) {
-        boost::system::error_code ec;
-        auto v = boost::json::parse(body, ec);
-        if (ec || !v.is_object())
-            return false;
-        auto& o = v.get_object();
-        auto message = o.if_contains("message");
-        auto code = o.if_contains("statusCode");
-        return message && message->is_string() && code && code->is_number() &&
-               code->to_number<int>() == 404 &&
-               std::string_view(message->get_string()).find("not found") !=
-                   std::string_view::npos &&
-               std::string_view(message->get_string()).find("andbox") != std::string_view::npos;
-    }
-
-    // Answers a request that was not forwarded. The connection stays open only when the whole
-    // request has been read (no unread body would be taken for the next request).
-    awaitable<bool> reply(unsigned status, std::string body, std::string_view retry_after = {},
-                          bool keep_allowed = true) {
-        const bool keep = keep_allowed && req_.keep_alive && req_.body == body_kind::none &&
-                          !ctx_.draining;
-        const h1::field extra[] = {{"Retry-After"sv, retry_after}};
-        head_out_.clear();
-        write_local_response(head_out_, status, "application/json"sv, body, keep,
-                             is_head_request(),
-                             retry_after.empty() ? std::span<const h1::field>{}
-                                                 : std::span<const h1::field>(extra));
-        bufs_.assign({asio::buffer(head_out_)});
-        co_return co_await flush(client_) && keep;
-    }
-
-    // An answer the auth module made (401, 307 to the login, 204 preflight, warning page...).
-    awaitable<bool> reply_auth(const auth::response& r) {
-        const bool keep = req_.keep_alive && req_.body == body_kind::none && !ctx_.draining;
-        std::string body;
-        std::string_view content_type = r.content_type;
-        if (r.body.empty() && !r.message.empty()) {
-            body = error_body(r.status, r.message, req_.target, req_.method);
-            content_type = "application/json"sv;
-        } else {
-            body = r.body;
-        }
-        extra_fields_.clear();
-        for (const auto& [name, value] : r.headers)
-            extra_fields_.push_back({name, value});
-        head_out_.clear();
-        write_local_response(head_out_, r.status, content_type, body, keep, is_head_request(),
-                             extra_fields_);
-        bufs_.assign({asio::buffer(head_out_)});
-        co_return co_await flush(client_) && keep;
-    }
-
-    awaitable<bool> reply_error(unsigned status, std::string message, bool keep_allowed = true) {
-        if (status >= 500)
-            spdlog::warn("{} {}: {}", status, req_.method, message);
-        auto body = error_body(status, message, req_.target, req_.method);
-        co_return co_await reply(status, std::move(body), {}, keep_allowed);
-    }
-
-    awaitable<bool> reply_unavailable(const std::string& detail) {
-        auto body = error_body(503, "sandbox route unavailable: " + detail, req_.target,
-                               req_.method);
-        spdlog::warn("503 {}: {}", req_.method, detail);
-        co_return co_await reply(503, std::move(body), "5");
-    }
-
     // Errors where the request cannot be trusted (malformed): always closes.
     awaitable<void> send_error(unsigned status, std::string message) {
         auto body = error_body(status, message, "/", "");
@@ -1165,22 +643,12 @@ class session {
         co_await flush(client_);
     }
 
+    std::string client_ip_storage_; // the base's client_ip_ views it
     timed_socket client_;
-    worker_context& ctx_;
     byte_buffer in_;          // the client's bytes; req_ points into it
     std::size_t in_used_ = 0; // bytes of in_ the current exchange took
     std::string carry_;       // bytes read past a request body, for the next exchange
-    h1::head req_;
     h1::head res_;
-    h1_headers req_headers_{req_};
-    auth::request_view view_;
-    auth::decision decision_;
-    auth::activity_tracker::handle activity_; // while an exchange with a sandbox lives
-    std::string location_prefix_;             // toolbox: /toolbox/{id}
-    std::string build_ref_;                   // build logs: the encoded snapshot reference
-    std::string_view build_query_;            // build logs: the client's query (views req_)
-    std::vector<std::pair<std::string, std::string>> cors_fields_;
-    std::vector<h1::field> extra_fields_;
     std::optional<timed_socket> upstream_;
     body_state request_body_;
     body_state response_body_;
@@ -1188,7 +656,7 @@ class session {
     std::vector<asio::const_buffer> bufs_;   // scratch for gathered writes
     char chunk_line_[24];
     bool tunnel_half_closed_ = false; // a WebSocket tunnel with one direction ended
-    std::string client_ip_;
+    bool first_request_ = true;
 };
 
 } // namespace

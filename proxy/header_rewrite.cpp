@@ -177,8 +177,8 @@ void write_request_head(std::string& out, const h1::head& req,
     out.append("\r\n"sv);
 }
 
-namespace {
-void append_end_to_end(std::string& out, const h1::head& res, const response_edits& edits) {
+void visit_response_fields(const h1::head& res, const response_edits& edits,
+                           response_field_sink& sink) {
     const bool redirect = res.status >= 300 && res.status < 400 && !edits.location_prefix.empty();
     for (const auto& f : res.fields) {
         if (f.name.size() == 14 && lower_equals(f.name, "content-length"))
@@ -187,16 +187,27 @@ void append_end_to_end(std::string& out, const h1::head& res, const response_edi
             continue;
         if (redirect && f.name.size() == 8 && lower_equals(f.name, "location") &&
             !under_prefix(f.value, edits.location_prefix)) {
-            out.append(f.name).append(": "sv).append(edits.location_prefix);
-            if (!f.value.empty() && f.value.front() != '/')
-                out.push_back('/');
-            out.append(f.value).append("\r\n"sv);
+            const bool slash = !f.value.empty() && f.value.front() != '/';
+            sink.field(f.name, edits.location_prefix, slash ? "/"sv : ""sv, f.value);
             continue;
         }
-        append_field(out, f.name, f.value);
+        sink.field(f.name, f.value, {}, {});
     }
     for (const auto& f : edits.add)
-        append_field(out, f.name, f.value);
+        sink.field(f.name, f.value, {}, {});
+}
+
+namespace {
+void append_end_to_end(std::string& out, const h1::head& res, const response_edits& edits) {
+    struct sink final : response_field_sink {
+        std::string& out;
+        explicit sink(std::string& o) : out(o) {}
+        void field(std::string_view name, std::string_view a, std::string_view b,
+                   std::string_view c) override {
+            out.append(name).append(": "sv).append(a).append(b).append(c).append("\r\n"sv);
+        }
+    } s(out);
+    visit_response_fields(res, edits, s);
 }
 } // namespace
 

@@ -41,6 +41,22 @@ struct response_edits {
     std::string_view location_prefix = {};
 };
 
+// Receives a response's fields one by one; a value may come in up to three pieces (a rewritten
+// Location), to be joined.
+struct response_field_sink {
+    virtual void field(std::string_view name, std::string_view value_a, std::string_view value_b,
+                       std::string_view value_c) = 0;
+
+  protected:
+    ~response_field_sink() = default;
+};
+
+// The end-to-end fields of a runner's response as the client gets them, whatever its protocol:
+// hop-by-hop fields and Content-Length (framing) left out, the toolbox Location rewrite applied,
+// `edits.add` appended.
+void visit_response_fields(const h1::head& res, const response_edits& edits,
+                           response_field_sink& sink);
+
 // Runner response → client response head: the runner's status and reason, every end-to-end
 // field in order (duplicates kept), the framing `body` chosen for the client (a HEAD answer or
 // 304 keeps the runner's Content-Length), and Connection as `keep_alive` and the client's

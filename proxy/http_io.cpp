@@ -20,8 +20,14 @@ void socket_watch::tick(std::chrono::steady_clock::time_point now) {
 }
 
 void socket_watch::cancel_idle() {
-    for (auto* s : sockets) {
-        if (s->idle) {
+    // (A copy: a drain hook may add or remove sockets.)
+    std::vector<timed_socket*> all(sockets.begin(), sockets.end());
+    for (auto* s : all) {
+        if (!sockets.contains(s))
+            continue;
+        if (s->drain_hook) {
+            s->drain_hook(s->drain_context);
+        } else if (s->idle) {
             error_code ignored;
             s->sock.cancel(ignored);
         }

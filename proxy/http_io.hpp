@@ -28,7 +28,7 @@ struct socket_watch {
     std::unordered_set<timed_socket*> sockets;
     // Cancels the operations of every socket past its deadline (marked timed_out).
     void tick(std::chrono::steady_clock::time_point now);
-    // Cancels the sockets waiting for a next request.
+    // Cancels the sockets waiting for a next request (or calls their drain hook).
     void cancel_idle();
 };
 
@@ -66,6 +66,10 @@ struct timed_socket {
     bool idle = false; // waiting for the next request on a kept-alive connection
     bool writing = false; // a tunnel direction is writing (its deadline is the write's)
     ssl_st* tls = nullptr; // set once a TLS handshake succeeded on this socket (owned)
+    // Called at the start of a drain instead of cancelling an idle read (HTTP/2 connections
+    // say GOAWAY first).
+    void (*drain_hook)(void*) = nullptr;
+    void* drain_context = nullptr;
 };
 
 // Bytes read from a socket and not consumed yet, contiguous (a parsed head's views point into

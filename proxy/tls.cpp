@@ -37,11 +37,11 @@ std::string openssl_error(std::string_view what) {
     return out;
 }
 
-// ALPN: HTTP/1.1 is what this listener speaks; a client offering only h2 gets no ALPN answer and
-// may still speak HTTP/1.1.
+// ALPN: h2 first, then HTTP/1.1; a client offering neither gets no ALPN answer and may still
+// speak HTTP/1.1.
 int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                 unsigned int inlen, void*) {
-    static const unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    static const unsigned char ours[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
     unsigned char* selected = nullptr;
     if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours, in, inlen) ==
         OPENSSL_NPN_NEGOTIATED) {
@@ -298,6 +298,15 @@ void tls_close_notify(timed_socket& s) {
 
 void tls_free(ssl_st* ssl) {
     SSL_free(ssl);
+}
+
+bool tls_chose_h2(const timed_socket& s) {
+    if (!s.tls)
+        return false;
+    const unsigned char* proto = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(s.tls, &proto, &len);
+    return len == 2 && proto[0] == 'h' && proto[1] == '2';
 }
 
 } // namespace edge::proxy

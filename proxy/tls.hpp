@@ -65,6 +65,8 @@ std::size_t tls_read_now(timed_socket& s, boost::asio::mutable_buffer b,
 bool tls_write_now(timed_socket& s, std::vector<boost::asio::const_buffer>& bufs,
                    boost::system::error_code& ec, bool& want_read);
 bool tls_pending(const timed_socket& s);
+// True when the handshake's ALPN chose HTTP/2.
+bool tls_chose_h2(const timed_socket& s);
 void tls_close_notify(timed_socket& s);
 void tls_free(ssl_st* ssl);
 

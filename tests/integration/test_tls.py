@@ -104,10 +104,16 @@ class TlsTest(StackTestCase):
                 self.assertIn(f"New, {name}, Cipher", out)
                 self.assertIn("Verify return code: 0 (ok)", out)
 
-    def test_alpn_offers_http11(self):
-        code, out = self.s_client("-alpn", "h2,http/1.1")
+    def test_alpn_prefers_h2_then_http11(self):
+        for offer, chosen in (("h2,http/1.1", "h2"), ("http/1.1,h2", "h2"),
+                              ("http/1.1", "http/1.1"), ("h2", "h2")):
+            with self.subTest(offer=offer):
+                code, out = self.s_client("-alpn", offer)
+                self.assertEqual(code, 0, out)
+                self.assertIn(f"ALPN protocol: {chosen}\n", out)
+        code, out = self.s_client("-alpn", "spdy/3")
         self.assertEqual(code, 0, out)
-        self.assertIn("ALPN protocol: http/1.1", out)
+        self.assertIn("No ALPN negotiated", out)
 
     def test_sessions_resume(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,153 @@
+#pragma once
+// The protocol-neutral part of an HTTP exchange: what to do with one request, whichever protocol
+// brought it. A request head (HTTP/1.1 parsed in place, or an HTTP/2 stream's fields presented
+// the same way) goes through the same routing, access decision, base-host routes and error
+// answers; the protocol session only says how a local answer is sent and how the request is
+// forwarded to a runner and its answer relayed back.
+#include "auth/preview_access.hpp"
+#include "common/async.hpp"
+#include "proxy/h1_codec.hpp"
+#include "proxy/header_rewrite.hpp"
+#include "proxy/worker.hpp"
+#include "routing/host.hpp"
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace edge::proxy {
+
+// The auth module's read access to a head's fields.
+class head_fields final : public auth::header_lookup {
+  public:
+    explicit head_fields(const h1::head& h) : h_(h) {}
+    std::optional<std::string_view> first(std::string_view name) const override;
+
+  protected:
+    bool each_value(std::string_view name, void* ctx,
+                    bool (*f)(void*, std::string_view)) const override;
+
+  private:
+    const h1::head& h_;
+};
+
+class exchange {
+  public:
+    explicit exchange(worker_context& ctx) : ctx_(ctx) {}
+    virtual ~exchange() = default;
+    exchange(const exchange&) = delete;
+    exchange& operator=(const exchange&) = delete;
+
+  protected:
+    // Answers or forwards the request in req_, whose head is complete: the warning page's
+    // accept endpoint, the base host's routes (/health, /ready, /toolbox, build logs, the login
+    // callback), preview hosts. True when the connection may carry another request.
+    awaitable<bool> route_request(const routing::host_target& target);
+
+    // --- what each protocol provides ---
+    // Sends an answer edgegate made itself (status, Content-Type, body, extra fields). The
+    // connection is kept only when `keep_allowed` (HTTP/1.1's business).
+    virtual awaitable<bool> send_local(unsigned status, std::string_view content_type,
+                                       std::string_view body, std::span<const h1::field> extra,
+                                       bool keep_allowed) = 0;
+    // Forwards the request to {runner base path}{tail...} and relays the answer. `id` names the
+    // sandbox whose runner this is (for the runner's "no such sandbox" / "not started"
+    // answers); empty for requests not about one sandbox's route (build logs).
+    virtual awaitable<bool> forward_to(std::shared_ptr<const routing::runner_route> route,
+                                       std::string_view id,
+                                       std::span<const std::string_view> tail) = 0;
+
+    // --- answers, for both ---
+    awaitable<bool> reply(unsigned status, std::string body, std::string_view retry_after = {},
+                          bool keep_allowed = true);
+    awaitable<bool> reply_auth(const auth::response& r);
+    awaitable<bool> reply_error(unsigned status, std::string message, bool keep_allowed = true);
+    awaitable<bool> reply_unavailable(const std::string& detail);
+
+    // "Allowed, nothing to change", reusing the members' storage (no allocation per request).
+    void reset_decision();
+    // The fields edgegate adds to the runner's response (`upstream` is the runner's head):
+    // the decision's cookies and CORS; and the toolbox Location prefix.
+    response_edits edits_for_response(const h1::head& upstream);
+    bool is_head_request() const { return req_.method == "HEAD"; }
+
+    worker_context& ctx_;
+    std::string_view client_ip_; // set by the session (views storage it owns)
+    h1::head req_;
+    head_fields req_headers_{req_};
+    auth::request_view view_;
+    auth::decision decision_;
+    auth::activity_tracker::handle activity_; // while an exchange with a sandbox lives
+    std::string location_prefix_;             // toolbox: /toolbox/{id}
+    std::string build_ref_;                   // build logs: the encoded snapshot reference
+    std::string_view build_query_;            // build logs: the client's query (views req_)
+    std::vector<std::pair<std::string, std::string>> cors_fields_;
+    std::vector<h1::field> extra_fields_;
+
+  private:
+    auth::request_view make_view(const routing::host_target& t, auth::request_mode mode);
+    std::string health_body() const;
+    std::string_view oidc_state() const;
+    awaitable<bool> serve_base();
+    awaitable<bool> serve_toolbox(const routing::toolbox_target& tb);
+    awaitable<bool> serve_build_logs(bool snapshot, std::string_view id);
+    awaitable<bool> serve_preview(const routing::host_target& t);
+    awaitable<bool> decide();
+    awaitable<bool> forward(std::shared_ptr<const routing::runner_route> route,
+                            std::string_view id, std::string_view kind_path,
+                            std::string_view target);
+};
+
+// --- the runner side, shared by the protocol sessions ---
+
+// A relay buffer borrowed from the worker's pool for one exchange.
+struct leased_buffer {
+    explicit leased_buffer(worker_context& c) : ctx(c) {
+        buf.adopt(ctx.take_buffer(), worker_context::relay_buffer_size);
+    }
+    ~leased_buffer() {
+        if (auto mem = buf.release(worker_context::relay_buffer_size))
+            ctx.give_back(std::move(mem));
+    }
+    leased_buffer(const leased_buffer&) = delete;
+    leased_buffer& operator=(const leased_buffer&) = delete;
+
+    worker_context& ctx;
+    byte_buffer buf;
+};
+
+// Reads the runner's response head into `res` (views into `buf`), skipping interim answers
+// (1xx other than 101: those are the proxy's to give). `need_more` with `ec` set when the read
+// failed (timeout: beast::error::timeout) before a head arrived.
+awaitable<h1::parse_result> read_response_head(timed_socket& up, byte_buffer& buf, h1::head& res,
+                                               bool head_request,
+                                               boost::system::error_code& ec);
+
+// What a runner's small JSON error answer means.
+enum class runner_verdict { other, not_started, lacks_sandbox, broken };
+// Reads the whole body of a small JSON answer (small_json(res)) into `buf` after its head
+// (`res` re-parsed: reading may move it), then tells what it says; `said` gets the runner's
+// message for not_started. `broken` when the runner did not deliver it.
+awaitable<runner_verdict> read_runner_error(timed_socket& up, byte_buffer& buf, h1::head& res,
+                                            bool head_request, std::string& said);
+
+// Methods whose request may be sent again on a fresh connection (RFC 9110 §9.2.2).
+bool idempotent(std::string_view method);
+// A runner's own errors are small JSON documents with a Content-Length.
+bool small_json(const h1::head& res);
+// The runner's message when its JSON body says the sandbox is not started, else empty.
+std::string runner_not_started(std::string_view body);
+// True when the runner's JSON body says it has no such sandbox.
+bool runner_lacks_sandbox(std::string_view body);
+// Opens a new connection to the runner into `out` (within UPSTREAM_CONNECT_TIMEOUT_SEC).
+awaitable<boost::system::error_code> connect_runner(worker_context& ctx,
+                                                    const routing::runner_route& r,
+                                                    std::optional<timed_socket>& out);
+// TCP keepalive on a tunneled socket: a peer that vanished (NAT drop, sleep) is found within
+// about two minutes instead of never.
+void keep_alive_probes(boost::asio::ip::tcp::socket& s);
+
+} // namespace edge::proxy
