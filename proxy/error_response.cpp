@@ -43,7 +43,7 @@ std::string rfc3339_now() {
 } // namespace
 
 std::string error_body(unsigned status, std::string_view message, std::string_view target,
-                       std::string_view method) {
+                       std::string_view method, std::string_view request_id) {
     auto path = target.substr(0, target.find('?'));
     boost::json::object o;
     o["statusCode"] = status;
@@ -52,6 +52,8 @@ std::string error_body(unsigned status, std::string_view message, std::string_vi
     o["timestamp"] = rfc3339_now();
     o["path"] = path;
     o["method"] = method;
+    if (!request_id.empty())
+        o["requestId"] = request_id;
     return boost::json::serialize(o);
 }
 

@@ -5,6 +5,8 @@
 #include "proxy/exchange.hpp"
 
 #include "auth/cors.hpp"
+#include "common/log.hpp"
+#include "common/metrics.hpp"
 #include "auth/preview_warning.hpp"
 #include "proxy/error_response.hpp"
 #include "routing/redis/redis_client.hpp"
@@ -18,8 +20,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
+#include <random>
 
 namespace edge::proxy {
 namespace asio = boost::asio;
@@ -43,7 +47,177 @@ std::string url_encode(std::string_view s) {
     return out;
 }
 
+// Random hex digits for request ids and trace/span ids (not secrets: a fast generator).
+void random_hex(char* out, std::size_t n) {
+    static constexpr char hex[] = "0123456789abcdef";
+    thread_local std::mt19937_64 gen{std::random_device{}()};
+    std::uint64_t bits = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (i % 16 == 0)
+            bits = gen();
+        out[i] = hex[bits & 15];
+        bits >>= 4;
+    }
+}
+
+bool hex_digits(std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+    });
+}
+
+bool all_zero(std::string_view s) {
+    return s.find_first_not_of('0') == std::string_view::npos;
+}
+
+// A client's X-Request-Id is kept when it is short and made of safe characters (it is logged).
+bool sane_request_id(std::string_view id) {
+    if (id.empty() || id.size() > 128)
+        return false;
+    return std::all_of(id.begin(), id.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+               c == ':' || c == '/' || c == '+' || c == '=';
+    });
+}
+
+// The metrics of HTTP exchanges, registered once (handles are shared by every worker).
+struct http_metrics {
+    static constexpr std::array<std::string_view, 3> protocols{"h1", "h2", "ws"};
+    static constexpr std::array<std::string_view, 8> methods{
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"};
+    static constexpr std::array<std::string_view, 6> statuses{"1xx", "2xx", "3xx",
+                                                               "4xx", "5xx", "none"};
+    metrics::counter requests[3][8][6];
+    metrics::histogram duration[3];
+    metrics::histogram upstream[3];
+    metrics::counter bytes_in, bytes_out;
+
+    http_metrics() {
+        auto& r = metrics::global();
+        for (std::size_t p = 0; p < protocols.size(); ++p) {
+            for (std::size_t m = 0; m < methods.size(); ++m)
+                for (std::size_t st = 0; st < statuses.size(); ++st)
+                    requests[p][m][st] = r.counter(
+                        "edgegate_http_requests_total",
+                        "HTTP exchanges by protocol (ws: WebSocket tunnels), method and status "
+                        "class (none: the client left before an answer)",
+                        {{"protocol", protocols[p]}, {"method", methods[m]},
+                         {"status", statuses[st]}});
+            duration[p] = r.histogram("edgegate_http_request_duration_seconds",
+                                      "Exchange duration, from the request head to the end of "
+                                      "the response (tunnels: their lifetime)",
+                                      {{"protocol", protocols[p]}}, metrics::latency_bounds);
+            upstream[p] = r.histogram("edgegate_http_upstream_duration_seconds",
+                                      "From sending the request to a runner to its response head",
+                                      {{"protocol", protocols[p]}}, metrics::latency_bounds);
+        }
+        bytes_in = r.counter("edgegate_http_body_bytes_total",
+                             "Body bytes relayed: in from clients (request bodies, tunnel "
+                             "bytes), out to clients",
+                             {{"direction", "in"}});
+        bytes_out = r.counter("edgegate_http_body_bytes_total", "", {{"direction", "out"}});
+    }
+    static std::size_t method_index(std::string_view m) {
+        for (std::size_t i = 0; i + 1 < methods.size(); ++i)
+            if (m == methods[i])
+                return i;
+        return methods.size() - 1;
+    }
+};
+
+http_metrics& http_stats() {
+    static http_metrics m;
+    return m;
+}
+
 } // namespace
+
+void exchange::begin_exchange() {
+    rec_.start = std::chrono::steady_clock::now();
+    rec_.upstream_seconds = -1;
+    rec_.status = 0;
+    rec_.bytes_in = rec_.bytes_out = 0;
+    rec_.upstream.clear();
+    rec_.websocket = false;
+    if (auto id = h1::find(req_, "x-request-id"); sane_request_id(id)) {
+        request_id_.assign(id);
+    } else {
+        request_id_.resize(32);
+        random_hex(request_id_.data(), 32);
+    }
+    // traceparent: 00-<trace id, 32 hex>-<parent id, 16 hex>-<flags, 2 hex>. The client's trace
+    // goes on with a span of ours as the parent; without one, a new trace starts.
+    std::string_view tp = h1::find(req_, "traceparent");
+    const bool valid = tp.size() >= 55 && tp.substr(0, 3) == "00-" && tp[35] == '-' &&
+                       tp[52] == '-' && hex_digits(tp.substr(3, 32)) &&
+                       hex_digits(tp.substr(36, 16)) && hex_digits(tp.substr(53, 2)) &&
+                       !all_zero(tp.substr(3, 32)) && !all_zero(tp.substr(36, 16)) &&
+                       (tp.size() == 55 || tp[55] == '-');
+    std::memcpy(traceparent_, "00-", 3);
+    if (valid)
+        std::memcpy(traceparent_ + 3, tp.data() + 3, 32);
+    else
+        random_hex(traceparent_ + 3, 32);
+    traceparent_[35] = '-';
+    random_hex(traceparent_ + 36, 16);
+    traceparent_[52] = '-';
+    if (valid)
+        std::memcpy(traceparent_ + 53, tp.data() + 53, 2);
+    else
+        std::memcpy(traceparent_ + 53, "00", 2);
+    traceparent_size_ = 55;
+}
+
+void exchange::upstream_started(const routing::runner_route& r) {
+    rec_.upstream.assign(r.host_port);
+    rec_.upstream_start = std::chrono::steady_clock::now();
+}
+
+void exchange::upstream_answered() {
+    rec_.upstream_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - rec_.upstream_start)
+            .count();
+}
+
+void exchange::end_exchange() {
+    const auto now = std::chrono::steady_clock::now();
+    const double seconds = std::chrono::duration<double>(now - rec_.start).count();
+    const std::size_t p = rec_.websocket ? 2 : protocol() == "h2" ? 1 : 0;
+    const std::size_t st = rec_.status >= 100 && rec_.status < 600 ? rec_.status / 100 - 1 : 5;
+    auto& m = http_stats();
+    m.requests[p][http_metrics::method_index(req_.method)][st].inc();
+    m.duration[p].observe(seconds);
+    if (rec_.upstream_seconds >= 0)
+        m.upstream[p].observe(rec_.upstream_seconds);
+    m.bytes_in.inc(rec_.bytes_in);
+    m.bytes_out.inc(rec_.bytes_out);
+    if (!log::events_enabled())
+        return;
+    // Never the query (it may hold a credential), a token-bearing host (a signed preview URL)
+    // or a header value: the sandbox id is the real one the decision resolved.
+    const std::string_view sandbox = view_.id.empty() ? std::string_view{}
+                                                      : decision_.sandbox_id(view_);
+    const std::string_view path = req_.target.substr(0, req_.target.find('?'));
+    const bool on_sandbox = !sandbox.empty();
+    log::access({{"protocol", http_metrics::protocols[p]},
+                 {"method", req_.method},
+                 {"path", path},
+                 on_sandbox ? log::field("sandbox", sandbox) : log::field::null("sandbox"),
+                 on_sandbox ? log::field("port", view_.port) : log::field::null("port"),
+                 {"status", rec_.status},
+                 {"bytes_in", rec_.bytes_in},
+                 {"bytes_out", rec_.bytes_out},
+                 {"duration_ms", seconds * 1000},
+                 rec_.upstream_seconds >= 0
+                     ? log::field("upstream_ms", rec_.upstream_seconds * 1000)
+                     : log::field::null("upstream_ms"),
+                 rec_.upstream.empty() ? log::field::null("runner")
+                                       : log::field("runner", rec_.upstream),
+                 {"auth", on_sandbox ? auth::to_string(decision_.method) : std::string_view{}},
+                 {"client", client_ip_},
+                 {"request_id", request_id_},
+                 {"trace_id", std::string_view(traceparent_ + 3, 32)}});
+}
 
 std::optional<std::string_view> head_fields::first(std::string_view name) const {
     for (const auto& f : h_.fields)
@@ -60,8 +234,19 @@ bool head_fields::each_value(std::string_view name, void* ctx,
     return false;
 }
 
-awaitable<bool> exchange::route_request(const routing::host_target& target) {
+awaitable<bool> exchange::route_request() {
+    begin_exchange();
+    bool keep = co_await dispatch();
+    end_exchange();
+    co_return keep;
+}
+
+awaitable<bool> exchange::dispatch() {
     reset_decision();
+    view_ = auth::request_view{};
+    const auto target = routing::parse_host(req_.host);
+    if (target.kind == routing::host_kind::invalid)
+        co_return co_await reply_error(400, std::string(target.error));
     if (req_.upgrade_websocket && req_.body != h1::body_kind::none)
         co_return co_await reply_error(400, "a WebSocket upgrade request cannot carry a body");
     if (req_.expect_unknown)
@@ -406,7 +591,7 @@ awaitable<bool> exchange::reply_auth(const auth::response& r) {
     std::string body;
     std::string_view content_type = r.content_type;
     if (r.body.empty() && !r.message.empty()) {
-        body = error_body(r.status, r.message, req_.target, req_.method);
+        body = error_body(r.status, r.message, req_.target, req_.method, request_id_);
         content_type = "application/json"sv;
     } else {
         body = r.body;
@@ -420,12 +605,13 @@ awaitable<bool> exchange::reply_auth(const auth::response& r) {
 awaitable<bool> exchange::reply_error(unsigned status, std::string message, bool keep_allowed) {
     if (status >= 500)
         spdlog::warn("{} {}: {}", status, req_.method, message);
-    auto body = error_body(status, message, req_.target, req_.method);
+    auto body = error_body(status, message, req_.target, req_.method, request_id_);
     co_return co_await reply(status, std::move(body), {}, keep_allowed);
 }
 
 awaitable<bool> exchange::reply_unavailable(const std::string& detail) {
-    auto body = error_body(503, "sandbox route unavailable: " + detail, req_.target, req_.method);
+    auto body = error_body(503, "sandbox route unavailable: " + detail, req_.target, req_.method,
+                           request_id_);
     spdlog::warn("503 {}: {}", req_.method, detail);
     co_return co_await reply(503, std::move(body), "5");
 }

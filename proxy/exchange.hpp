@@ -11,6 +11,8 @@
 #include "proxy/worker.hpp"
 #include "routing/host.hpp"
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -42,10 +44,35 @@ class exchange {
     exchange& operator=(const exchange&) = delete;
 
   protected:
-    // Answers or forwards the request in req_, whose head is complete: the warning page's
-    // accept endpoint, the base host's routes (/health, /ready, /toolbox, build logs, the login
-    // callback), preview hosts. True when the connection may carry another request.
-    awaitable<bool> route_request(const routing::host_target& target);
+    // Answers or forwards the request in req_, whose head is complete: a bad Host, the warning
+    // page's accept endpoint, the base host's routes (/health, /ready, /toolbox, build logs,
+    // the login callback), preview hosts. True when the connection may carry another request.
+    // Brackets the exchange with begin_exchange() and end_exchange().
+    awaitable<bool> route_request();
+
+    // --- observability: one access-log line and the metrics of each exchange ---
+    // "h1" or "h2", for logs and metrics.
+    virtual std::string_view protocol() const = 0;
+    // Starts the record: the clock, the request id (the client's X-Request-Id when sane, else
+    // a new one) and the traceparent toward the runner (the client's trace, a span of ours).
+    void begin_exchange();
+    // Writes the access-log line and counts the exchange.
+    void end_exchange();
+    // The runner is being asked / has answered with its head.
+    void upstream_started(const routing::runner_route& r);
+    void upstream_answered();
+    std::string_view request_id() const { return request_id_; }
+    std::string_view traceparent() const { return {traceparent_, traceparent_size_}; }
+
+    struct record {
+        std::chrono::steady_clock::time_point start, upstream_start;
+        double upstream_seconds = -1; // to the runner's response head; < 0: not asked
+        unsigned status = 0;          // what the client got; 0: nothing (it left)
+        std::uint64_t bytes_in = 0;   // request body bytes forwarded
+        std::uint64_t bytes_out = 0;  // response body bytes sent
+        std::string upstream;         // the runner's host:port
+        bool websocket = false;       // a tunnel was opened
+    } rec_;
 
     // --- what each protocol provides ---
     // Sends an answer edgegate made itself (status, Content-Type, body, extra fields). The
@@ -88,6 +115,11 @@ class exchange {
     std::vector<h1::field> extra_fields_;
 
   private:
+    std::string request_id_;
+    char traceparent_[56];
+    std::size_t traceparent_size_ = 0;
+
+    awaitable<bool> dispatch();
     auth::request_view make_view(const routing::host_target& t, auth::request_mode mode);
     std::string health_body() const;
     std::string_view oidc_state() const;

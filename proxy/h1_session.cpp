@@ -179,13 +179,10 @@ class session final : public exchange {
             }
         }
         in_used_ = req_.size;
-        auto target = routing::parse_host(req_.host);
-        if (target.kind == routing::host_kind::invalid) {
-            reset_decision();
-            co_return co_await reply_error(400, std::string(target.error));
-        }
-        co_return co_await route_request(target);
+        co_return co_await route_request();
     }
+
+    std::string_view protocol() const override { return "h1"; }
 
     // An answer edgegate makes itself. The connection stays open only when the whole request
     // has been read (no unread body would be taken for the next request).
@@ -194,6 +191,9 @@ class session final : public exchange {
                                bool keep_allowed) override {
         const bool keep = keep_allowed && req_.keep_alive && req_.body == body_kind::none &&
                           !ctx_.draining;
+        rec_.status = status;
+        if (!is_head_request())
+            rec_.bytes_out += body.size();
         head_out_.clear();
         write_local_response(head_out_, status, content_type, body, keep, is_head_request(),
                              extra);
@@ -212,6 +212,12 @@ class session final : public exchange {
     // Adds the part of `piece` that belongs to the body in `st` to bufs_, framed for the other
     // side; returns how many bytes of `piece` that was.
     std::size_t frame_piece(body_state& st, std::string_view piece) {
+        const std::size_t used = frame_piece_uncounted(st, piece);
+        (&st == &request_body_ ? rec_.bytes_in : rec_.bytes_out) += used;
+        return used;
+    }
+
+    std::size_t frame_piece_uncounted(body_state& st, std::string_view piece) {
         switch (st.in) {
         case body_kind::none: st.done = true; return 0;
         case body_kind::length: {
@@ -341,6 +347,9 @@ class session final : public exchange {
                                route.api_key};
             if (decision_.strip_authorization)
                 fc.also_strip = strip_authorization;
+            fc.request_id = request_id();
+            fc.traceparent = traceparent();
+            upstream_started(route);
             head_out_.clear();
             write_request_head(head_out_, req_,
                                std::span<const std::string_view>(parts.data(), 1 + tail.size()),
@@ -409,8 +418,10 @@ class session final : public exchange {
                     std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
                 error_code ec;
                 auto r = co_await read_response_head(*upstream_, up_buf, res_, head_request, ec);
-                if (r.status == h1::parse_status::done)
+                if (r.status == h1::parse_status::done) {
+                    upstream_answered();
                     break;
+                }
                 if (r.status == h1::parse_status::bad)
                     co_return co_await reply_error(
                         502, "runner at " + route.host_port + " sent a malformed response: " +
@@ -477,6 +488,8 @@ class session final : public exchange {
                     upstream_.reset();
                     head_out_.clear();
                     client_keep = client_keep && request_done && !ctx_.draining;
+                    rec_.status = res_.status;
+                    rec_.bytes_out += res_.content_length;
                     write_response_head(head_out_, res_, body_kind::length, client_keep,
                                         req_.version, edits_for_response(res_));
                     bufs_.assign({asio::buffer(head_out_),
@@ -497,6 +510,7 @@ class session final : public exchange {
             }
             client_keep = client_keep && request_done && !ctx_.draining;
             head_out_.clear();
+            rec_.status = res_.status;
             write_response_head(head_out_, res_, out, client_keep, req_.version,
                                 edits_for_response(res_));
 
@@ -508,6 +522,7 @@ class session final : public exchange {
             if (whole) {
                 const std::size_t length =
                     res_.body == body_kind::length ? res_.content_length : 0;
+                rec_.bytes_out += length;
                 bufs_.assign({asio::buffer(head_out_),
                               asio::buffer(up_buf.data().substr(res_.size, length))});
                 if (!co_await flush(client_))
@@ -555,6 +570,8 @@ class session final : public exchange {
         }
         head_out_.clear();
         write_upgrade_response_head(head_out_, res_, edits_for_response(res_));
+        rec_.status = 101;
+        rec_.websocket = true;
         // What either side sent past its head already belongs to the tunnel.
         bufs_.assign({asio::buffer(head_out_), asio::buffer(up_buf.data().substr(res_.size))});
         if (!co_await flush(client_))
@@ -587,6 +604,7 @@ class session final : public exchange {
     // that makes no progress for io_timeout fails; once one direction has ended, the other
     // must see traffic within idle_timeout.
     awaitable<void> pump(timed_socket& from, timed_socket& to) {
+        std::uint64_t& moved = &from == &client_ ? rec_.bytes_in : rec_.bytes_out;
         std::vector<asio::const_buffer> bufs;
         error_code ignored;
         for (;;) {
@@ -605,6 +623,7 @@ class session final : public exchange {
                 std::size_t n = read_now(from, asio::buffer(mem.get(), relay_buffer_size), ec);
                 if (ec)
                     break;
+                moved += n;
                 bufs.assign({asio::buffer(mem.get(), n)});
                 to.writing = true;
                 to.expires_after(io_timeout);

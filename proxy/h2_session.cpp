@@ -99,6 +99,7 @@ class stream final : public exchange {
     awaitable<bool> send_local(unsigned status, std::string_view content_type,
                                std::string_view body, std::span<const h1::field> extra,
                                bool keep_allowed) override;
+    std::string_view protocol() const override { return "h2"; }
     awaitable<bool> forward_to(std::shared_ptr<const routing::runner_route> route,
                                std::string_view id,
                                std::span<const std::string_view> tail) override;
@@ -320,19 +321,15 @@ std::string_view stream::build_request() {
 
 awaitable<void> stream::run() {
     if (auto problem = build_request(); !problem.empty()) {
+        begin_exchange();
         reset_decision();
         const std::string message(problem);
         const unsigned status = method_ == "CONNECT"sv ? 501 : 400;
         co_await reply_error(status, message);
+        end_exchange();
         co_return;
     }
-    auto target = routing::parse_host(req_.host);
-    if (target.kind == routing::host_kind::invalid) {
-        reset_decision();
-        co_await reply_error(400, std::string(target.error));
-        co_return;
-    }
-    co_await route_request(target);
+    co_await route_request();
 }
 
 void stream::submit_head(unsigned status,
@@ -398,6 +395,7 @@ ssize_t stream::read_response(std::uint8_t* buf, std::size_t length, std::uint32
 void stream::down_append(std::string_view d) {
     if (d.empty())
         return;
+    rec_.bytes_out += d.size();
     auto room = down_.prepare(d.size());
     std::memcpy(room.data(), d.data(), d.size());
     down_.commit(d.size());
@@ -427,8 +425,9 @@ awaitable<bool> stream::send_local(unsigned status, std::string_view content_typ
         {"content-length"sv, std::string_view(length, static_cast<std::size_t>(end - length)),
          {}, {}});
     const bool bodyless = is_head_request() || body.empty();
+    rec_.status = status;
     if (!bodyless)
-        down_append(body);
+        down_append(body); // (counted there)
     submit_head(status, fields, bodyless);
     if (!bodyless)
         finish_response();
@@ -472,6 +471,7 @@ awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
         up.expires_never();
         if (!ok)
             co_return reset_code_ != 0 ? pump_result::client_gone : pump_result::upstream_failed;
+        rec_.bytes_in += d.size();
         if (!is_closed) {
             nghttp2_session_consume(conn_.ng, id, d.size());
             conn_.wake_writer();
@@ -559,6 +559,9 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                            route.host_port, route.api_key};
         if (decision_.strip_authorization)
             fc.also_strip = strip_authorization;
+        fc.request_id = request_id();
+        fc.traceparent = traceparent();
+        upstream_started(route);
         head_out_.clear();
         write_request_head(head_out_, req_,
                            std::span<const std::string_view>(parts.data(), 1 + tail.size()), fc);
@@ -604,8 +607,10 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                 upstream_.reset();
                 co_return false;
             }
-            if (r.status == h1::parse_status::done)
+            if (r.status == h1::parse_status::done) {
+                upstream_answered();
                 break;
+            }
             if (r.status == h1::parse_status::bad)
                 co_return co_await reply_error(502, "runner at " + route.host_port +
                                                         " sent a malformed response: " +
@@ -643,6 +648,8 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             } fields;
             visit_response_fields(res_, edits_for_response(res_), fields);
             submit_head(200, fields.out, false);
+            rec_.status = 200;
+            rec_.websocket = true;
             up_buf.consume(res_.size);
             keep_alive_probes(upstream_->sock);
             auto& up = *upstream_;
@@ -719,6 +726,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                 fields.out.push_back({"content-length"sv, cl, {}, {}});
         }
         up_buf.consume(res_.size);
+        rec_.status = res_.status;
         submit_head(res_.status, fields.out, bodyless_response);
         if (bodyless_response) {
             if (upstream_ && upstream_keep && up_buf.empty())

@@ -104,6 +104,14 @@ void write_request_head(std::string& out, const h1::head& req,
             if (lower_equals(name, "expect"))
                 continue;
             break;
+        case 11:
+            if (!c.traceparent.empty() && lower_equals(name, "traceparent"))
+                continue;
+            break;
+        case 12:
+            if (!c.request_id.empty() && lower_equals(name, "x-request-id"))
+                continue;
+            break;
         case 14:
             if (lower_equals(name, "content-length"))
                 continue;
@@ -169,6 +177,10 @@ void write_request_head(std::string& out, const h1::head& req,
     append_field(out, "X-Forwarded-Host"sv, c.original_host);
     append_field(out, "X-Forwarded-Proto"sv, c.proto);
     out.append("X-Daytona-Authorization: Bearer "sv).append(c.runner_key).append("\r\n"sv);
+    if (!c.request_id.empty())
+        append_field(out, "X-Request-Id"sv, c.request_id);
+    if (!c.traceparent.empty())
+        append_field(out, "traceparent"sv, c.traceparent);
     if (req.upgrade_websocket)
         out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n"sv);
     if (req.body == h1::body_kind::none && !find(req, "content-length").empty())

@@ -18,6 +18,10 @@ struct forward_context {
     std::string_view runner_key;    // X-Daytona-Authorization: Bearer <runner_key>
     // Further request fields to drop (e.g. the credential that authenticated the request).
     std::span<const std::string_view> also_strip = {};
+    // When set, these replace whatever the client sent: the exchange's X-Request-Id and the
+    // W3C traceparent naming edgegate's span.
+    std::string_view request_id = {};
+    std::string_view traceparent = {};
 };
 
 // True for hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-*, TE, Trailer,
