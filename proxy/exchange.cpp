@@ -6,9 +6,9 @@
 
 #include "auth/cors.hpp"
 #include "common/log.hpp"
-#include "common/metrics.hpp"
 #include "auth/preview_warning.hpp"
 #include "proxy/error_response.hpp"
+#include "proxy/http_metrics.hpp"
 #include "routing/redis/redis_client.hpp"
 
 #include <boost/asio/connect.hpp>
@@ -80,56 +80,6 @@ bool sane_request_id(std::string_view id) {
     });
 }
 
-// The metrics of HTTP exchanges, registered once (handles are shared by every worker).
-struct http_metrics {
-    static constexpr std::array<std::string_view, 3> protocols{"h1", "h2", "ws"};
-    static constexpr std::array<std::string_view, 8> methods{
-        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"};
-    static constexpr std::array<std::string_view, 6> statuses{"1xx", "2xx", "3xx",
-                                                               "4xx", "5xx", "none"};
-    metrics::counter requests[3][8][6];
-    metrics::histogram duration[3];
-    metrics::histogram upstream[3];
-    metrics::counter bytes_in, bytes_out;
-
-    http_metrics() {
-        auto& r = metrics::global();
-        for (std::size_t p = 0; p < protocols.size(); ++p) {
-            for (std::size_t m = 0; m < methods.size(); ++m)
-                for (std::size_t st = 0; st < statuses.size(); ++st)
-                    requests[p][m][st] = r.counter(
-                        "edgegate_http_requests_total",
-                        "HTTP exchanges by protocol (ws: WebSocket tunnels), method and status "
-                        "class (none: the client left before an answer)",
-                        {{"protocol", protocols[p]}, {"method", methods[m]},
-                         {"status", statuses[st]}});
-            duration[p] = r.histogram("edgegate_http_request_duration_seconds",
-                                      "Exchange duration, from the request head to the end of "
-                                      "the response (tunnels: their lifetime)",
-                                      {{"protocol", protocols[p]}}, metrics::latency_bounds);
-            upstream[p] = r.histogram("edgegate_http_upstream_duration_seconds",
-                                      "From sending the request to a runner to its response head",
-                                      {{"protocol", protocols[p]}}, metrics::latency_bounds);
-        }
-        bytes_in = r.counter("edgegate_http_body_bytes_total",
-                             "Body bytes relayed: in from clients (request bodies, tunnel "
-                             "bytes), out to clients",
-                             {{"direction", "in"}});
-        bytes_out = r.counter("edgegate_http_body_bytes_total", "", {{"direction", "out"}});
-    }
-    static std::size_t method_index(std::string_view m) {
-        for (std::size_t i = 0; i + 1 < methods.size(); ++i)
-            if (m == methods[i])
-                return i;
-        return methods.size() - 1;
-    }
-};
-
-http_metrics& http_stats() {
-    static http_metrics m;
-    return m;
-}
-
 } // namespace
 
 void exchange::begin_exchange() {
@@ -179,18 +129,29 @@ void exchange::upstream_answered() {
             .count();
 }
 
+http_metrics& exchange_metrics() {
+    thread_local http_metrics m; // per worker thread (its label handles are made lazily)
+    return m;
+}
+
 void exchange::end_exchange() {
     const auto now = std::chrono::steady_clock::now();
-    const double seconds = std::chrono::duration<double>(now - rec_.start).count();
-    const std::size_t p = rec_.websocket ? 2 : protocol() == "h2" ? 1 : 0;
-    const std::size_t st = rec_.status >= 100 && rec_.status < 600 ? rec_.status / 100 - 1 : 5;
-    auto& m = http_stats();
-    m.requests[p][http_metrics::method_index(req_.method)][st].inc();
-    m.duration[p].observe(seconds);
+    const auto duration = now - rec_.start;
+    const double seconds = std::chrono::duration<double>(duration).count();
+    const auto proto = rec_.websocket ? http_protocol::ws
+                       : protocol() == "h2" ? http_protocol::h2
+                                           : http_protocol::h1;
+    http_metrics::exchange e;
+    e.protocol = proto;
+    e.method = req_.method;
+    e.status = rec_.status;
+    e.duration = std::chrono::duration_cast<std::chrono::nanoseconds>(duration);
     if (rec_.upstream_seconds >= 0)
-        m.upstream[p].observe(rec_.upstream_seconds);
-    m.bytes_in.inc(rec_.bytes_in);
-    m.bytes_out.inc(rec_.bytes_out);
+        e.upstream_duration = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::duration<double>(rec_.upstream_seconds));
+    e.bytes_in = rec_.bytes_in;
+    e.bytes_out = rec_.bytes_out;
+    exchange_metrics().done(e);
     if (!log::events_enabled())
         return;
     // Never the query (it may hold a credential), a token-bearing host (a signed preview URL)
@@ -199,7 +160,8 @@ void exchange::end_exchange() {
                                                       : decision_.sandbox_id(view_);
     const std::string_view path = req_.target.substr(0, req_.target.find('?'));
     const bool on_sandbox = !sandbox.empty();
-    log::access({{"protocol", http_metrics::protocols[p]},
+    static constexpr std::string_view protocol_names[] = {"h1", "h2", "ws"};
+    log::access({{"protocol", protocol_names[static_cast<unsigned>(proto)]},
                  {"method", req_.method},
                  {"path", path},
                  on_sandbox ? log::field("sandbox", sandbox) : log::field::null("sandbox"),

@@ -133,6 +133,10 @@ class exchange {
                             std::string_view target);
 };
 
+class http_metrics;
+// The calling worker thread's HTTP metrics (proxy/http_metrics.hpp).
+http_metrics& exchange_metrics();
+
 // --- the runner side, shared by the protocol sessions ---
 
 // A relay buffer borrowed from the worker's pool for one exchange.

@@ -8,6 +8,7 @@
 #include "proxy/exchange.hpp"
 #include "proxy/h1_codec.hpp"
 #include "proxy/h2_session.hpp"
+#include "proxy/http_metrics.hpp"
 #include "proxy/header_rewrite.hpp"
 #include "proxy/http_io.hpp"
 #include "proxy/tls.hpp"
@@ -86,9 +87,13 @@ class session final : public exchange {
         client_ip_ = client_ip_storage_;
         client_.sock.set_option(tcp::no_delay(true), ec);
         client_.sock.non_blocking(true, ec); // for write_now's plain write
+        exchange_metrics().connection_opened(http_protocol::h1);
     }
 
-    ~session() { --ctx_.sessions; }
+    ~session() {
+        --ctx_.sessions;
+        exchange_metrics().connection_closed(http_protocol::h1);
+    }
     session(const session&) = delete;
     session& operator=(const session&) = delete;
 
@@ -96,7 +101,7 @@ class session final : public exchange {
         if (ctx_.tls && !co_await handshake())
             co_return;
         if (tls_chose_h2(client_)) {
-            co_await serve_h2(client_, {}, ctx_, client_ip_);
+            co_await as_h2({});
         } else {
             while (!ctx_.draining && co_await serve_one()) {
             }
@@ -107,6 +112,16 @@ class session final : public exchange {
     }
 
   private:
+    // The connection turns out to speak HTTP/2: served by an h2 session until it closes.
+    awaitable<void> as_h2(std::string_view preread) {
+        auto& m = exchange_metrics();
+        m.connection_closed(http_protocol::h1);
+        m.connection_opened(http_protocol::h2);
+        co_await serve_h2(client_, preread, ctx_, client_ip_);
+        m.connection_closed(http_protocol::h2);
+        m.connection_opened(http_protocol::h1); // (the destructor counts it closed)
+    }
+
     // The TLS handshake, within the time allowed for a request header.
     awaitable<bool> handshake() {
         auto tls = ctx_.tls->current();
@@ -153,7 +168,7 @@ class session final : public exchange {
                     co_return false;
             }
             if (in_.data().starts_with(h2_preface)) {
-                co_await serve_h2(client_, in_.data(), ctx_, client_ip_);
+                co_await as_h2(in_.data());
                 co_return false;
             }
         }
@@ -591,7 +606,9 @@ class session final : public exchange {
         tunnel_half_closed_ = false;
         auto up = pump(client_, *upstream_);
         auto down = pump(*upstream_, client_);
+        exchange_metrics().websocket_opened(http_protocol::h1);
         co_await (std::move(up) && std::move(down));
+        exchange_metrics().websocket_closed(http_protocol::h1);
         upstream_.reset();
         co_return false;
     }

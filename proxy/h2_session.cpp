@@ -6,6 +6,7 @@
 
 #include "proxy/exchange.hpp"
 #include "proxy/http_io.hpp"
+#include "proxy/http_metrics.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -75,6 +76,7 @@ enum class pump_result { done, client_gone, upstream_failed, framing };
 class stream final : public exchange {
   public:
     stream(connection& c, std::int32_t id);
+    ~stream() override;
 
     // Headers as received (the request head is built from them once complete).
     bool add_header(std::string_view name, std::string_view value);
@@ -209,7 +211,10 @@ stream::stream(connection& c, std::int32_t stream_id)
     : exchange(c.ctx), id(stream_id), conn_(c), in_event_(c.client.sock.get_executor()),
       out_event_(c.client.sock.get_executor()) {
     client_ip_ = c.client_ip;
+    exchange_metrics().stream_opened();
 }
+
+stream::~stream() { exchange_metrics().stream_closed(); }
 
 bool stream::add_header(std::string_view name, std::string_view value) {
     header_bytes_ += name.size() + value.size() + 32;
@@ -653,8 +658,10 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             up_buf.consume(res_.size);
             keep_alive_probes(upstream_->sock);
             auto& up = *upstream_;
+            exchange_metrics().websocket_opened(http_protocol::h2);
             auto [a, b] = co_await (pump_up(up, body_kind::until_close) &&
                                     pump_down(&up, up_buf, body_kind::until_close, 0));
+            exchange_metrics().websocket_closed(http_protocol::h2);
             if (b == pump_result::done)
                 finish_response();
             else if (!is_closed)

@@ -104,11 +104,14 @@ class AccessLogTest(StackTestCase):
         (line,) = self.access_lines(mark, 1)
         self.assertEqual((line["protocol"], line["status"]), ("h2", 200))
         after, _ = scrape(self.metrics_port)
-        labels = {"protocol": "h2", "method": "GET", "status": "2xx"}
+        labels = {"protocol": "h2", "method": "GET", "status_class": "2xx"}
         self.assertEqual(after.value("edgegate_http_requests_total", **labels)
                          - before.value("edgegate_http_requests_total", **labels), 1)
         self.assertEqual(after.families["edgegate_http_request_duration_seconds"].type,
                          "histogram")
+        self.assertGreater(after.value("edgegate_http_response_body_bytes_total", protocol="h2"),
+                           before.value("edgegate_http_response_body_bytes_total",
+                                        protocol="h2"))
 
 
 if __name__ == "__main__":
