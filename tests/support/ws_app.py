@@ -10,6 +10,10 @@ Paths:
   /close?code=C    closes at once with code C and reason "bye"
   /reject-200      answers the upgrade with a plain 200 page
   /reject-426      answers with 426 Upgrade Required
+  /ws-page         a plain GET: an HTML page whose script opens a WebSocket to /echo?hello=1 on
+                   its own origin (wss: on https:), sends a message and keeps the socket open;
+                   it reports in window.wsResult (JSON-able) and document.title ("ws ok" or
+                   "ws error: ..."); window.wsClose() closes the socket (for browser tests)
 Subprotocols offered by the client are answered with the first of chat.v2, chat.v1 it offers.
 Prints `listening on HOST:PORT` once ready; stops on SIGTERM.
 """
@@ -26,8 +30,40 @@ import websockets.server
 from websockets.datastructures import Headers
 
 
+WS_PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>ws pending</title></head>
+<body><pre id="log"></pre>
+<script>
+const nav = performance.getEntriesByType("navigation")[0];
+const result = window.wsResult = {page: {protocol: nav ? nav.nextHopProtocol : null,
+                                         href: location.href},
+                                  sent: "browser says " + Math.random().toString(36).slice(2),
+                                  hello: null, echo: null, events: []};
+function report(title) {
+  document.title = title;
+  document.getElementById("log").textContent = JSON.stringify(result, null, 1);
+}
+const ws = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" +
+                         location.host + "/echo?hello=1");
+window.wsClose = () => ws.close(1000, "done");
+ws.onopen = () => { result.events.push("open"); ws.send(result.sent); };
+ws.onmessage = (e) => {
+  if (result.hello === null) { result.hello = JSON.parse(e.data); return; }
+  result.echo = e.data;
+  report(result.echo === result.sent ? "ws ok" : "ws error: wrong echo");
+};
+ws.onerror = () => { result.events.push("error"); report("ws error: error event"); };
+ws.onclose = (e) => { result.events.push("close " + e.code);
+                      if (result.echo === null) report("ws error: closed " + e.code); };
+</script></body></html>
+"""
+
+
 async def process_request(path, headers):
     route = urllib.parse.urlsplit(path).path
+    if route == "/ws-page":
+        return (http.HTTPStatus.OK, Headers([("Content-Type", "text/html; charset=utf-8"),
+                                             ("Cache-Control", "no-store")]), WS_PAGE)
     if route == "/reject-200":
         return (http.HTTPStatus.OK, Headers([("Content-Type", "text/plain")]),
                 b"not a websocket endpoint\n")
