@@ -116,6 +116,16 @@ class MetricsTest(StackTestCase):
         # The route cache: the new sandbox missed, then hit for the other requests.
         self.assertGreaterEqual(delta("edgegate_route_cache_lookups_total", result="miss"), 1)
         self.assertGreaterEqual(delta("edgegate_route_cache_lookups_total", result="hit"), n - 1)
+        # HTTP exchanges: every request sent, by status class, with its duration and bytes.
+        self.assertEqual(delta("edgegate_http_requests_total", protocol="h1", method="GET",
+                               status_class="2xx"), n + 1)
+        self.assertEqual(delta("edgegate_http_requests_total", protocol="h1", method="GET",
+                               status_class="4xx"), 2)
+        self.assertEqual(delta("edgegate_http_request_duration_seconds_count", protocol="h1"),
+                         n + 3)
+        self.assertEqual(delta("edgegate_http_upstream_duration_seconds_count", protocol="h1"),
+                         n + 1)
+        self.assertGreater(delta("edgegate_http_response_body_bytes_total", protocol="h1"), 0)
         # Auth decisions: one per request that needed one (a public sandbox needs none).
         self.assertEqual(delta("edgegate_auth_decisions_total", method="none",
                                outcome="denied"), 2)
