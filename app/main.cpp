@@ -54,7 +54,7 @@ Settings (environment, Daytona's names; see docs/configuration.md):
   PROXY_PORT=4000               HTTP listen port          BIND_ADDRESS=0.0.0.0
   PROXY_PROTOCOL=http           scheme of preview URLs (http|https)
   API_CLIENT_TIMEOUT_SEC=60     per-call timeout toward the API
-  ENABLE_TLS=false, TLS_CERT_FILE, TLS_KEY_FILE
+  ENABLE_TLS=false, TLS_CERT_FILE, TLS_KEY_FILE, RUNNER_CA_FILE (CAs for https runners)
   REDIS_HOST, REDIS_PORT=6379, REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS=false,
   REDIS_TIMEOUT_MS=500, ROUTE_LOOKUP_TIMEOUT_MS=2000, ROUTE_STALE_MAX_SEC=300,
   ROUTE_CACHE_MAX_ENTRIES=1000000, ROUTE_CACHE_MAX_MB=256
@@ -184,6 +184,15 @@ int main(int argc, char** argv) {
             spdlog::info("TLS on port {}: {}", cfg->proxy_port, tls->current()->subject());
         }
 
+        // TLS toward runners whose proxyUrl is https (system CAs plus RUNNER_CA_FILE).
+        std::shared_ptr<edge::proxy::tls_client_context> runner_tls;
+        {
+            std::string error;
+            runner_tls = edge::proxy::tls_client_context::load(cfg->runner_ca_file, error);
+            if (!runner_tls)
+                throw std::runtime_error(error);
+        }
+
         std::vector<worker> workers(rt.size());
         // Preview access: keys (rotating files), the API circuit breaker, decisions, OIDC.
         edge::auth::access_process access(*cfg);
@@ -210,6 +219,7 @@ int main(int argc, char** argv) {
             w.access->activity.run();
             w.ctx = std::make_unique<edge::proxy::worker_context>(ex, cfg, *w.routes);
             w.ctx->tls = tls.get();
+            w.ctx->runner_tls = runner_tls.get();
             w.ctx->access = w.access.get();
             w.ctx->api = w.api.get();
             w.ctx->proxy_keys = &access.proxy_keys;

@@ -82,7 +82,7 @@ awaitable<result<api_response>> control_plane_client::attempt(const prepared& pr
     if (!tls_) {
         // A pooled connection the server closed in between fails at once; one fresh try then.
         while (auto pooled = pool_.take(pool_key_)) {
-            beast::tcp_stream s(std::move(*pooled));
+            beast::tcp_stream s(std::move(pooled->socket));
             auto r = co_await exchange(s, req, opts_.timeout, keep);
             if (r) {
                 if (keep)

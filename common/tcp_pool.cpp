@@ -15,7 +15,21 @@ bool looks_open(boost::asio::ip::tcp::socket& s) {
 }
 } // namespace
 
-std::optional<boost::asio::ip::tcp::socket> tcp_pool::take(std::string_view key, bool check_open) {
+void tcp_pool::drop(connection& c) {
+    boost::system::error_code ignored;
+    c.socket.close(ignored);
+    if (c.tls && opts_.free_tls)
+        opts_.free_tls(c.tls);
+    c.tls = nullptr;
+}
+
+tcp_pool::~tcp_pool() {
+    for (auto& [key, list] : idle_)
+        for (auto& entry : list)
+            drop(entry.conn);
+}
+
+std::optional<tcp_pool::connection> tcp_pool::take(std::string_view key, bool check_open) {
     auto it = idle_.find(key);
     if (it == idle_.end())
         return std::nullopt;
@@ -24,25 +38,26 @@ std::optional<boost::asio::ip::tcp::socket> tcp_pool::take(std::string_view key,
     while (!list.empty()) {
         idle entry = std::move(list.back());
         list.pop_back();
-        if (now - entry.since < opts_.max_idle_time && (!check_open || looks_open(entry.socket)))
-            return std::move(entry.socket);
-        boost::system::error_code ignored;
-        entry.socket.close(ignored);
+        // (A TLS connection's peek sees records, not data: a close_notify is not told from a
+        // stray byte; both mean the connection is not reusable.)
+        if (now - entry.since < opts_.max_idle_time &&
+            (!check_open || looks_open(entry.conn.socket)))
+            return std::move(entry.conn);
+        drop(entry.conn);
     }
     return std::nullopt;
 }
 
-void tcp_pool::put(std::string_view key, boost::asio::ip::tcp::socket socket) {
+void tcp_pool::put(std::string_view key, boost::asio::ip::tcp::socket socket, void* tls) {
     auto it = idle_.find(key);
     if (it == idle_.end())
         it = idle_.emplace(std::string(key), std::deque<idle>{}).first;
     auto& list = it->second;
     if (list.size() >= opts_.max_idle_per_key) {
-        boost::system::error_code ignored;
-        list.front().socket.close(ignored);
+        drop(list.front().conn);
         list.pop_front();
     }
-    list.push_back(idle{std::move(socket), std::chrono::steady_clock::now()});
+    list.push_back(idle{connection{std::move(socket), tls}, std::chrono::steady_clock::now()});
 }
 
 std::size_t tcp_pool::idle_count(std::string_view key) const {

@@ -1,6 +1,7 @@
 #pragma once
 // Idle keep-alive TCP connections, keyed by "host:port". One pool per worker (no locks).
 // A connection taken out belongs to the caller; it is given back only after a clean exchange.
+// A connection may carry an opaque TLS state (freed with options::free_tls when dropped).
 #include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
@@ -16,6 +17,11 @@ class tcp_pool {
     struct options {
         std::size_t max_idle_per_key = 256;
         std::chrono::seconds max_idle_time{50};
+        void (*free_tls)(void*) = nullptr;
+    };
+    struct connection {
+        boost::asio::ip::tcp::socket socket;
+        void* tls = nullptr;
     };
 
     explicit tcp_pool(options opts) : opts_(opts) {}
@@ -23,15 +29,17 @@ class tcp_pool {
     // The most recently used idle connection to `key`, if any; those idle too long are dropped on
     // the way. With `check_open`, a non-blocking peek (one syscall) also drops connections the
     // peer has closed: worth it when the request could not be replayed on a fresh connection.
-    std::optional<boost::asio::ip::tcp::socket> take(std::string_view key, bool check_open = true);
-    void put(std::string_view key, boost::asio::ip::tcp::socket socket);
+    std::optional<connection> take(std::string_view key, bool check_open = true);
+    void put(std::string_view key, boost::asio::ip::tcp::socket socket, void* tls = nullptr);
+    ~tcp_pool();
     std::size_t idle_count(std::string_view key) const;
 
   private:
     struct idle {
-        boost::asio::ip::tcp::socket socket;
+        connection conn;
         std::chrono::steady_clock::time_point since;
     };
+    void drop(connection& c);
     struct key_hash {
         using is_transparent = void;
         std::size_t operator()(std::string_view s) const noexcept {

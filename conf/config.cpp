@@ -172,6 +172,7 @@ const std::vector<std::string>& known_keys() {
                                                   "ENABLE_TLS",
                                                   "TLS_CERT_FILE",
                                                   "TLS_KEY_FILE",
+                                                  "RUNNER_CA_FILE",
                                                   "COOKIE_DOMAIN",
                                                   "OIDC_CLIENT_ID",
                                                   "OIDC_CLIENT_SECRET",
@@ -293,6 +294,9 @@ load_result load(const key_values& env, const key_values& file) {
     l.flag("ENABLE_TLS", c.enable_tls);
     l.text("TLS_CERT_FILE", c.tls_cert_file);
     l.text("TLS_KEY_FILE", c.tls_key_file);
+    l.text("RUNNER_CA_FILE", c.runner_ca_file);
+    if (!c.runner_ca_file.empty() && !readable(c.runner_ca_file))
+        l.bad("RUNNER_CA_FILE", c.runner_ca_file, "a readable PEM CA bundle");
     if (c.enable_tls) {
         for (auto [key, path] : {std::pair{"TLS_CERT_FILE", &c.tls_cert_file},
                                  std::pair{"TLS_KEY_FILE", &c.tls_key_file}}) {

@@ -33,6 +33,8 @@ struct config {
     // TLS at the edge
     bool enable_tls = false;
     std::string tls_cert_file;
+    // Extra CAs (PEM) trusted for runners whose proxyUrl is https, beside the system's.
+    std::string runner_ca_file;
     std::string tls_key_file;
 
     // Preview auth

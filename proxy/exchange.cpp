@@ -9,6 +9,7 @@
 #include "auth/preview_warning.hpp"
 #include "proxy/error_response.hpp"
 #include "proxy/http_metrics.hpp"
+#include "proxy/tls.hpp"
 #include "routing/redis/redis_client.hpp"
 
 #include <boost/asio/connect.hpp>
@@ -620,8 +621,36 @@ bool runner_lacks_sandbox(std::string_view body) {
            std::string_view(message->get_string()).find("andbox") != std::string_view::npos;
 }
 
+namespace {
+// Pool keys: "host:port", with a scheme prefix for TLS connections.
+std::string_view pool_key(const routing::runner_route& r, std::string& scratch) {
+    if (r.scheme != "https")
+        return r.host_port;
+    scratch.assign("https://").append(r.host_port);
+    return scratch;
+}
+} // namespace
+
+bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check_open,
+                 std::optional<timed_socket>& out) {
+    std::string scratch;
+    auto pooled = ctx.upstream_pool.take(pool_key(r, scratch), check_open);
+    if (!pooled)
+        return false;
+    out.emplace(ctx.watch, std::move(pooled->socket));
+    out->tls = static_cast<ssl_st*>(pooled->tls);
+    return true;
+}
+
+void pool_upstream(worker_context& ctx, const routing::runner_route& r,
+                   std::optional<timed_socket>& up) {
+    std::string scratch;
+    ctx.upstream_pool.put(pool_key(r, scratch), std::move(up->sock), std::exchange(up->tls, nullptr));
+    up.reset();
+}
+
 awaitable<error_code> connect_runner(worker_context& ctx, const routing::runner_route& r,
-                                     std::optional<timed_socket>& out) {
+                                     std::optional<timed_socket>& out, std::string& detail) {
     out.reset();
     auto& s = out.emplace(ctx.watch, tcp::socket(ctx.resolver.get_executor()));
     s.expires_after(std::chrono::seconds(ctx.cfg->upstream_connect_timeout_sec));
@@ -647,6 +676,19 @@ awaitable<error_code> connect_runner(worker_context& ctx, const routing::runner_
     }
     s.sock.set_option(tcp::no_delay(true), ec);
     s.sock.non_blocking(true, ec); // for write_now's plain write
+    if (r.scheme == "https") {
+        if (!ctx.runner_tls) {
+            out.reset();
+            detail = "TLS toward runners is not set up";
+            co_return asio::error::operation_not_supported;
+        }
+        ec = co_await tls_connect(s, *ctx.runner_tls, r.host, detail);
+        if (ec) {
+            ec = s.result(ec);
+            out.reset();
+            co_return ec;
+        }
+    }
     co_return error_code{};
 }
 
@@ -661,7 +703,7 @@ awaitable<h1::parse_result> read_response_head(timed_socket& up, byte_buffer& bu
         }
         if (r.status != h1::parse_status::need_more)
             co_return r;
-        auto [rec, n] = co_await up.sock.async_read_some(buf.prepare(16 * 1024), use_nothrow);
+        auto [rec, n] = co_await read_some(up, buf.prepare(16 * 1024));
         buf.commit(n);
         if (rec) {
             ec = up.result(rec);
@@ -675,7 +717,7 @@ awaitable<runner_verdict> read_runner_error(timed_socket& up, byte_buffer& buf, 
     const std::size_t whole = res.size + res.content_length;
     while (buf.size() < whole) {
         up.expires_after(std::chrono::seconds(70));
-        auto [ec, n] = co_await up.sock.async_read_some(buf.prepare(16 * 1024), use_nothrow);
+        auto [ec, n] = co_await read_some(up, buf.prepare(16 * 1024));
         buf.commit(n);
         if (ec)
             co_return runner_verdict::broken;

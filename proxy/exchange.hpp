@@ -178,10 +178,19 @@ bool small_json(const h1::head& res);
 std::string runner_not_started(std::string_view body);
 // True when the runner's JSON body says it has no such sandbox.
 bool runner_lacks_sandbox(std::string_view body);
-// Opens a new connection to the runner into `out` (within UPSTREAM_CONNECT_TIMEOUT_SEC).
+// Opens a new connection to the runner into `out` (within UPSTREAM_CONNECT_TIMEOUT_SEC), with
+// TLS when its proxyUrl is https (`detail` then says why a handshake failed).
 awaitable<boost::system::error_code> connect_runner(worker_context& ctx,
                                                     const routing::runner_route& r,
-                                                    std::optional<timed_socket>& out);
+                                                    std::optional<timed_socket>& out,
+                                                    std::string& detail);
+// An idle pooled connection to the route's runner into `out` (with its TLS state); false when
+// there is none. `check_open`: see tcp_pool::take.
+bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check_open,
+                 std::optional<timed_socket>& out);
+// Gives the runner connection in `up` back to the pool (after a clean exchange) and empties it.
+void pool_upstream(worker_context& ctx, const routing::runner_route& r,
+                   std::optional<timed_socket>& up);
 // TCP keepalive on a tunneled socket: a peer that vanished (NAT drop, sleep) is found within
 // about two minutes instead of never.
 void keep_alive_probes(boost::asio::ip::tcp::socket& s);

@@ -348,11 +348,6 @@ class session final : public exchange {
 
         for (int reroute = 0;; ++reroute) {
             const auto& route = *route_ptr;
-            if (route.scheme != "http")
-                co_return co_await reply_error(502,
-                                               "runner at " + route.host_port +
-                                                   " uses https, which this build cannot reach yet",
-                                               client_keep && bodyless);
             std::array<std::string_view, 8> parts{};
             parts[0] = route.base_path;
             std::copy_n(tail.begin(), std::min(tail.size(), parts.size() - 1), parts.begin() + 1);
@@ -374,11 +369,10 @@ class session final : public exchange {
             // once on a fresh connection then. With a body, a peek in tcp_pool::take is the guard.
             for (int attempt = 0;; ++attempt) {
                 bool reused = false;
-                if (auto pooled =
-                        ctx_.upstream_pool.take(route.host_port, !(replayable && attempt == 0))) {
-                    upstream_.emplace(ctx_.watch, std::move(*pooled));
+                std::string detail;
+                if (take_pooled(ctx_, route, !(replayable && attempt == 0), upstream_)) {
                     reused = true;
-                } else if (auto ec = co_await connect_runner(ctx_, route, upstream_)) {
+                } else if (auto ec = co_await connect_runner(ctx_, route, upstream_, detail)) {
                     if (timed_out(ec))
                         co_return co_await reply_error(
                             504,
@@ -387,7 +381,9 @@ class session final : public exchange {
                                 std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s",
                             client_keep && bodyless);
                     co_return co_await reply_error(
-                        502, "runner at " + route.host_port + " is unreachable: " + ec.message(),
+                        502,
+                        "runner at " + route.host_port + " is unreachable: " +
+                            (detail.empty() ? ec.message() : detail),
                         client_keep && bodyless);
                 }
                 up_buf.clear();
@@ -476,7 +472,7 @@ class session final : public exchange {
                 const std::size_t whole = res_.size + res_.content_length;
                 if (verdict == runner_verdict::not_started) {
                     if (upstream_keep && request_done && up_buf.size() == whole)
-                        ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                        pool_upstream(ctx_, route, upstream_);
                     upstream_.reset();
                     co_return co_await reply_error(
                         503,
@@ -486,7 +482,7 @@ class session final : public exchange {
                     spdlog::info("runner {} has no sandbox {}: route invalidated", route.host_port,
                                  id);
                     if (upstream_keep && request_done && up_buf.size() == whole)
-                        ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                        pool_upstream(ctx_, route, upstream_);
                     upstream_.reset();
                     ctx_.routes.invalidate(id);
                     if (bodyless) {
@@ -543,7 +539,7 @@ class session final : public exchange {
                 if (!co_await flush(client_))
                     co_return false;
                 if (upstream_keep && request_done && up_buf.size() == res_.size + length)
-                    ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                    pool_upstream(ctx_, route, upstream_);
                 upstream_.reset();
                 co_return client_keep;
             }
@@ -560,7 +556,7 @@ class session final : public exchange {
                 co_return false; // a half-sent response can only end with the connection
             }
             if (upstream_keep && request_done && up_buf.empty())
-                ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                pool_upstream(ctx_, route, upstream_);
             upstream_.reset();
             co_return client_keep;
         }

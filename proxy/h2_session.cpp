@@ -553,9 +553,6 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
 
     for (int reroute = 0;; ++reroute) {
         const auto& route = *route_ptr;
-        if (route.scheme != "http")
-            co_return co_await reply_error(502, "runner at " + route.host_port +
-                                                    " uses https, which this build cannot reach yet");
         std::array<std::string_view, 8> parts{};
         parts[0] = route.base_path;
         std::copy_n(tail.begin(), std::min(tail.size(), parts.size() - 1), parts.begin() + 1);
@@ -575,11 +572,10 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
         error_code ec;
         for (int attempt = 0;; ++attempt) {
             bool reused = false;
-            if (auto pooled =
-                    ctx_.upstream_pool.take(route.host_port, !(replayable && attempt == 0))) {
-                upstream_.emplace(ctx_.watch, std::move(*pooled));
+            std::string detail;
+            if (take_pooled(ctx_, route, !(replayable && attempt == 0), upstream_)) {
                 reused = true;
-            } else if (auto cec = co_await connect_runner(ctx_, route, upstream_)) {
+            } else if (auto cec = co_await connect_runner(ctx_, route, upstream_, detail)) {
                 if (is_closed)
                     co_return false;
                 if (cec == boost::beast::error::timeout)
@@ -588,7 +584,8 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                                  " did not accept a connection within " +
                                  std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s");
                 co_return co_await reply_error(502, "runner at " + route.host_port +
-                                                        " is unreachable: " + cec.message());
+                                                        " is unreachable: " +
+                                                        (detail.empty() ? cec.message() : detail));
             }
             if (is_closed)
                 co_return false;
@@ -685,7 +682,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             const bool whole = up_buf.size() == res_.size + res_.content_length;
             if (verdict == runner_verdict::not_started) {
                 if (upstream_keep && whole)
-                    ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                    pool_upstream(ctx_, route, upstream_);
                 upstream_.reset();
                 co_return co_await reply_error(503, "sandbox " + std::string(sandbox_id) +
                                                         " is not started (runner: " + said + ")");
@@ -696,7 +693,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                 ctx_.routes.invalidate(sandbox_id);
                 if (bodyless) {
                     if (upstream_keep && whole)
-                        ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                        pool_upstream(ctx_, route, upstream_);
                     upstream_.reset();
                     auto again = co_await ctx_.routes.runner_for(sandbox_id);
                     if (again.status == routing::lookup_status::found) {
@@ -737,7 +734,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
         submit_head(res_.status, fields.out, bodyless_response);
         if (bodyless_response) {
             if (upstream_ && upstream_keep && up_buf.empty())
-                ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                pool_upstream(ctx_, route, upstream_);
             upstream_.reset();
             co_return false;
         }
@@ -746,7 +743,8 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
         if (got == pump_result::done) {
             finish_response();
             if (upstream_ && upstream_keep && up_buf.empty())
-                ctx_.upstream_pool.put(route.host_port, std::move(upstream_->sock));
+                pool_upstream(ctx_, route, upstream_);
+            upstream_.reset();
         } else {
             if (got != pump_result::client_gone)
                 spdlog::debug("runner {} broke off a response body", route.host_port);

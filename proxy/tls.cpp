@@ -309,4 +309,77 @@ bool tls_chose_h2(const timed_socket& s) {
     return len == 2 && proto[0] == 'h' && proto[1] == '2';
 }
 
+std::shared_ptr<tls_client_context> tls_client_context::load(const std::string& ca_file,
+                                                             std::string& error) {
+    ERR_clear_error();
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        error = openssl_error("cannot create a TLS client context");
+        return nullptr;
+    }
+    std::shared_ptr<tls_client_context> out(new tls_client_context(ctx));
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_default_verify_paths(ctx);
+    if (!ca_file.empty() && SSL_CTX_load_verify_locations(ctx, ca_file.c_str(), nullptr) != 1) {
+        error = openssl_error("RUNNER_CA_FILE " + ca_file + " is not a usable PEM CA bundle");
+        return nullptr;
+    }
+    static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn);
+    return out;
+}
+
+tls_client_context::~tls_client_context() {
+    SSL_CTX_free(ctx_);
+}
+
+awaitable<error_code> tls_connect(timed_socket& s, const tls_client_context& ctx,
+                                  std::string_view host, std::string& detail) {
+    SSL* ssl = SSL_new(ctx.native());
+    if (!ssl)
+        co_return asio::error::no_memory;
+    s.tls = ssl; // owned by the socket from here
+    SSL_set_fd(ssl, static_cast<int>(s.sock.native_handle()));
+    std::string name(host.size() > 1 && host.front() == '[' ? host.substr(1, host.size() - 2)
+                                                            : host);
+    error_code aec;
+    asio::ip::make_address(name, aec);
+    if (aec) { // a DNS name: SNI, and the certificate must name it
+        SSL_set_tlsext_host_name(ssl, name.c_str());
+        SSL_set1_host(ssl, name.c_str());
+    } else {
+        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str());
+    }
+    error_code ignored;
+    s.sock.non_blocking(true, ignored);
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_connect(ssl);
+        if (r == 1)
+            co_return error_code{};
+        int err = SSL_get_error(ssl, r);
+        tcp::socket::wait_type what;
+        if (err == SSL_ERROR_WANT_READ) {
+            what = tcp::socket::wait_read;
+        } else if (err == SSL_ERROR_WANT_WRITE) {
+            what = tcp::socket::wait_write;
+        } else {
+            const long verify = SSL_get_verify_result(ssl);
+            if (verify != X509_V_OK)
+                detail = std::string("certificate verification failed: ") +
+                         X509_verify_cert_error_string(verify);
+            else
+                detail = openssl_error("TLS handshake failed");
+            co_return ssl_failure(ssl, r);
+        }
+        auto [ec] = co_await s.sock.async_wait(what, use_nothrow);
+        if (ec)
+            co_return s.result(ec);
+    }
+}
+
 } // namespace edge::proxy

@@ -52,6 +52,30 @@ class tls_store {
     std::shared_ptr<tls_server_context> current_;
 };
 
+// The client side toward runners whose proxyUrl is https: their certificate is verified against
+// the system's CAs plus RUNNER_CA_FILE (a PEM bundle, for private CAs) and the runner's host
+// name or IP address; TLS 1.2-1.3; ALPN http/1.1.
+class tls_client_context {
+  public:
+    // nullptr with `error` set when `ca_file` (optional) does not load.
+    static std::shared_ptr<tls_client_context> load(const std::string& ca_file,
+                                                    std::string& error);
+    ~tls_client_context();
+    tls_client_context(const tls_client_context&) = delete;
+    tls_client_context& operator=(const tls_client_context&) = delete;
+    ssl_ctx_st* native() const { return ctx_; }
+
+  private:
+    explicit tls_client_context(ssl_ctx_st* ctx) : ctx_(ctx) {}
+    ssl_ctx_st* ctx_;
+};
+
+// Makes the connected `s` a TLS client connection to `host` (a DNS name: SNI and name check; an
+// IP literal, brackets allowed: address check) and runs the handshake within the socket's
+// deadline. `detail` says why when it fails (e.g. the verification error).
+awaitable<boost::system::error_code> tls_connect(timed_socket& s, const tls_client_context& ctx,
+                                                 std::string_view host, std::string& detail);
+
 // Makes `s` a TLS server connection with `ctx` and runs the handshake (bounded by the socket's
 // deadline). An error means no TLS connection (the client is gone, spoke no TLS, or offered
 // nothing acceptable).

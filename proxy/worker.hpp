@@ -26,11 +26,18 @@ class key_holder;
 namespace edge::proxy {
 
 class tls_store;
+class tls_client_context;
 
 struct worker_context {
     worker_context(boost::asio::any_io_executor ex, std::shared_ptr<const conf::config> c,
                    routing::route_source& r)
-        : cfg(std::move(c)), routes(r), upstream_pool(tcp_pool::options{}), resolver(ex) {}
+        : cfg(std::move(c)), routes(r), upstream_pool(pool_options()), resolver(ex) {}
+
+    static tcp_pool::options pool_options() {
+        tcp_pool::options o;
+        o.free_tls = [](void* ssl) { tls_free(static_cast<ssl_st*>(ssl)); };
+        return o;
+    }
 
     // Relay buffers, reused across exchanges: a fresh 64 KiB allocation per request costs more
     // than the rest of a small request's bookkeeping.
@@ -58,6 +65,8 @@ struct worker_context {
     routing::route_source& routes;
     // The TLS context store when ENABLE_TLS is on (process-wide, reloadable), else null.
     tls_store* tls = nullptr;
+    // TLS toward runners whose proxyUrl is https (process-wide).
+    const tls_client_context* runner_tls = nullptr;
     // Preview access (authorizer, OIDC login, activity) of this worker; null: every sandbox is
     // served as public (tests of the proxy alone).
     auth::access_worker* access = nullptr;

@@ -354,6 +354,8 @@ def main(argv=None):
     p.add_argument("--runner-id", default="runner-1")
     p.add_argument("--sandbox", action="append", default=[], metavar="ID[:STATE]")
     p.add_argument("--app-host", default="127.0.0.1", help="where sandbox ports are reached")
+    p.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    p.add_argument("--tls-key")
     httputil.add_common_args(p)
     args = p.parse_args(argv)
     sandboxes = {}
@@ -377,6 +379,11 @@ def main(argv=None):
     RunnerHandler.state = State(api_key, sandboxes, args.app_host)
     RunnerHandler.quiet = args.quiet
     server = httputil.Server((args.host, args.port), RunnerHandler)
+    if args.tls_cert:  # a runner whose proxyUrl is https
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     httputil.serve(server)
 
 
