@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -299,6 +300,28 @@ class H2TlsTest(StackTestCase):
                              capture_output=True, text=True, timeout=120).stdout
         self.assertIn("Application protocol: h2", out)
         self.assertRegex(out, r"500 succeeded, 0 failed", out)
+
+    def test_zz_certificate_reload_under_load(self):
+        """SIGHUP reloads the certificate five times while h2load keeps 8 connections busy:
+        no request fails, and new connections keep working."""
+        host = self.stack.preview_host("public")
+        load = subprocess.Popen(["h2load", "-D", "8", "-c", "8", "-m", "4",
+                                 "--connect-to", f"127.0.0.1:{self.eg.port}",
+                                 f"https://{host}:{self.eg.port}/echo"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.addCleanup(load.kill)
+        mark = self.eg.mark()
+        reloads = 0
+        while load.poll() is None and reloads < 5:
+            os.kill(self.eg.pid, signal.SIGHUP)
+            reloads += 1
+            wait_until(lambda: self.eg.output(mark).count("TLS certificate reloaded") >= reloads,
+                       10, "the reload to be logged")
+            self.assertEqual(self.https("--http2").status, 200)
+        out, _ = load.communicate(timeout=60)
+        self.assertEqual(reloads, 5, "h2load ended before the reloads were done\n" + out)
+        self.assertRegex(out, r"requests: \d+ total, \d+ started, (\d+) done, \1 succeeded, "
+                              r"0 failed, 0 errored", out)
 
 
 if __name__ == "__main__":
