@@ -13,7 +13,8 @@ Paths:
   /ws-page         a plain GET: an HTML page whose script opens a WebSocket to /echo?hello=1 on
                    its own origin (wss: on https:), sends a message and keeps the socket open;
                    it reports in window.wsResult (JSON-able) and document.title ("ws ok" or
-                   "ws error: ..."); window.wsClose() closes the socket (for browser tests)
+                   "ws error: ..."); window.wsClose() closes the socket (for browser tests);
+                   with ?manual=1 the title is "ws ready" and window.wsOpen() opens it
 Subprotocols offered by the client are answered with the first of chat.v2, chat.v1 it offers.
 Prints `listening on HOST:PORT` once ready; stops on SIGTERM.
 """
@@ -43,18 +44,23 @@ function report(title) {
   document.title = title;
   document.getElementById("log").textContent = JSON.stringify(result, null, 1);
 }
-const ws = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" +
-                         location.host + "/echo?hello=1");
+let ws = null;
 window.wsClose = () => ws.close(1000, "done");
-ws.onopen = () => { result.events.push("open"); ws.send(result.sent); };
-ws.onmessage = (e) => {
-  if (result.hello === null) { result.hello = JSON.parse(e.data); return; }
-  result.echo = e.data;
-  report(result.echo === result.sent ? "ws ok" : "ws error: wrong echo");
+window.wsOpen = () => {
+  ws = new WebSocket((location.protocol === "https:" ? "wss:" : "ws:") + "//" +
+                     location.host + "/echo?hello=1");
+  ws.onopen = () => { result.events.push("open"); ws.send(result.sent); };
+  ws.onmessage = (e) => {
+    if (result.hello === null) { result.hello = JSON.parse(e.data); return; }
+    result.echo = e.data;
+    report(result.echo === result.sent ? "ws ok" : "ws error: wrong echo");
+  };
+  ws.onerror = () => { result.events.push("error"); report("ws error: error event"); };
+  ws.onclose = (e) => { result.events.push("close " + e.code);
+                        if (result.echo === null) report("ws error: closed " + e.code); };
 };
-ws.onerror = () => { result.events.push("error"); report("ws error: error event"); };
-ws.onclose = (e) => { result.events.push("close " + e.code);
-                      if (result.echo === null) report("ws error: closed " + e.code); };
+if (new URLSearchParams(location.search).has("manual")) document.title = "ws ready";
+else wsOpen();
 </script></body></html>
 """
 
