@@ -395,7 +395,18 @@ int main(int argc, char** argv) {
         asio::steady_timer drain_timer(rt.worker(0));
         auto deadline = std::chrono::steady_clock::now();
         bool draining = false;
+        bool websockets_told = false;
         std::function<void()> watch_drain = [&] {
+            // Shortly before the deadline (5 s, or half the timeout when shorter), open
+            // WebSockets get a close frame (1001 "going away") each way.
+            const auto notice = std::min<std::chrono::steady_clock::duration>(
+                std::chrono::seconds(5), std::chrono::seconds(current->shutdown_timeout_sec) / 2);
+            if (!websockets_told && std::chrono::steady_clock::now() >= deadline - notice) {
+                websockets_told = true;
+                for (unsigned i = 0; i < rt.size(); ++i)
+                    asio::post(rt.worker(i),
+                               [&w = workers[i]] { w.ctx->websockets_going_away(); });
+            }
             std::size_t live = 0;
             for (auto& w : workers)
                 live += w.ctx->sessions.load() + (w.ssh ? w.ssh->sessions() : 0);

@@ -9,6 +9,7 @@
 #include "proxy/h1_codec.hpp"
 #include "proxy/h2_session.hpp"
 #include "proxy/http_metrics.hpp"
+#include "proxy/websocket_frames.hpp"
 #include "proxy/header_rewrite.hpp"
 #include "proxy/http_io.hpp"
 #include "proxy/tls.hpp"
@@ -600,13 +601,50 @@ class session final : public exchange {
         keep_alive_probes(client_.sock);
         keep_alive_probes(upstream_->sock);
         tunnel_half_closed_ = false;
+        going_away_ = false;
+        up_frames_ = {};
+        down_frames_ = {};
+        client_.going_away_hook = [](void* self) { static_cast<session*>(self)->go_away(); };
+        client_.going_away_context = this;
         auto up = pump(client_, *upstream_);
         auto down = pump(*upstream_, client_);
         exchange_metrics().websocket_opened(http_protocol::h1);
         co_await (std::move(up) && std::move(down));
         exchange_metrics().websocket_closed(http_protocol::h1);
+        client_.going_away_hook = nullptr;
         upstream_.reset();
         co_return false;
+    }
+
+    // The drain deadline nears: each direction of the tunnel ends with a close frame (1001) at
+    // its next frame boundary. Waits for readability are cancelled so the pumps see it now (a
+    // pump that is writing sees it when its write is done).
+    void go_away() {
+        going_away_ = true;
+        error_code ignored;
+        for (timed_socket* s : {&client_, upstream_ ? &*upstream_ : nullptr})
+            if (s && !s->writing)
+                s->sock.cancel(ignored);
+    }
+
+    // Ends one direction of a tunnel: the close frame to `to`, a half-close, then whatever
+    // `from` still sends (its own close frame) is read and dropped until it closes.
+    awaitable<void> say_going_away(timed_socket& from, timed_socket& to) {
+        const std::string frame = ws_going_away_frame(&to == &*upstream_);
+        std::vector<asio::const_buffer> bufs{asio::buffer(frame)};
+        to.writing = true;
+        to.expires_after(std::chrono::seconds(5));
+        const bool ok = write_now(to, bufs) || !co_await write_all(to, bufs);
+        to.writing = false;
+        if (ok)
+            shutdown_send(to);
+        char sink[4096];
+        from.expires_after(std::chrono::seconds(5));
+        while (ok) {
+            auto [ec, n] = co_await read_some(from, asio::buffer(sink));
+            if (ec)
+                break;
+        }
     }
 
     // One direction of a tunnel: waits until `from` is readable, then moves everything it has
@@ -618,17 +656,25 @@ class session final : public exchange {
     // must see traffic within idle_timeout.
     awaitable<void> pump(timed_socket& from, timed_socket& to) {
         std::uint64_t& moved = &from == &client_ ? rec_.bytes_in : rec_.bytes_out;
+        ws_frame_tracker& frames = &from == &client_ ? up_frames_ : down_frames_;
         std::vector<asio::const_buffer> bufs;
         error_code ignored;
         for (;;) {
+            if (going_away_ && frames.at_boundary()) {
+                co_await say_going_away(from, to);
+                co_return;
+            }
             if (!from.writing) {
                 if (tunnel_half_closed_)
                     from.expires_after(idle_timeout);
                 else
                     from.expires_never();
             }
-            if (co_await wait_readable(from))
+            if (auto wec = co_await wait_readable(from)) {
+                if (going_away_ && wec == asio::error::operation_aborted && !from.timed_out)
+                    continue;
                 break;
+            }
             auto mem = ctx_.take_buffer();
             error_code ec;
             bool ok = true;
@@ -637,6 +683,7 @@ class session final : public exchange {
                 if (ec)
                     break;
                 moved += n;
+                frames.feed({mem.get(), n});
                 bufs.assign({asio::buffer(mem.get(), n)});
                 to.writing = true;
                 to.expires_after(io_timeout);
@@ -688,6 +735,8 @@ class session final : public exchange {
     std::vector<asio::const_buffer> bufs_;   // scratch for gathered writes
     char chunk_line_[24];
     bool tunnel_half_closed_ = false; // a WebSocket tunnel with one direction ended
+    bool going_away_ = false;         // the drain deadline nears: close the tunnel politely
+    ws_frame_tracker up_frames_, down_frames_; // frame boundaries of each tunnel direction
     bool first_request_ = true;
 };
 

@@ -7,6 +7,7 @@
 #include "proxy/exchange.hpp"
 #include "proxy/http_io.hpp"
 #include "proxy/http_metrics.hpp"
+#include "proxy/websocket_frames.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -119,6 +120,8 @@ class stream final : public exchange {
                                      std::uint64_t length);
     void down_append(std::string_view d);
     void finish_response();
+    // The drain deadline nears: a WebSocket tunnel ends with a close frame (1001) each way.
+    void go_away();
 
     connection& conn_;
     // The request as received.
@@ -138,6 +141,9 @@ class stream final : public exchange {
     notifier out_event_;
     std::uint32_t reset_code_ = 0;
     std::optional<timed_socket> upstream_;
+    bool tunnel_ = false;
+    bool going_away_ = false;
+    ws_frame_tracker up_frames_, down_frames_;
     h1::head res_;
     std::string head_out_;
     std::vector<asio::const_buffer> bufs_;
@@ -406,6 +412,15 @@ void stream::down_append(std::string_view d) {
     down_.commit(d.size());
 }
 
+void stream::go_away() {
+    going_away_ = true;
+    in_event_.notify();
+    if (upstream_ && !upstream_->writing) {
+        error_code ignored;
+        upstream_->sock.cancel(ignored);
+    }
+}
+
 void stream::finish_response() {
     down_eof_ = true;
     if (!is_closed)
@@ -441,6 +456,17 @@ awaitable<bool> stream::send_local(unsigned status, std::string_view content_typ
 
 awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
     for (;;) {
+        if (tunnel_ && going_away_ && up_frames_.at_boundary()) {
+            const std::string frame = ws_going_away_frame(true);
+            bufs_.assign({asio::buffer(frame)});
+            up.writing = true;
+            up.expires_after(std::chrono::seconds(5));
+            const bool ok = write_now(up, bufs_) || !co_await write_all(up, bufs_);
+            up.writing = false;
+            if (ok)
+                shutdown_send(up);
+            co_return pump_result::done;
+        }
         if (body_in_.empty()) {
             if (reset_code_ != 0)
                 co_return pump_result::client_gone;
@@ -460,6 +486,8 @@ awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
         }
         std::swap(body_in_, body_out_); // new data lands in the other buffer while writing
         auto d = body_out_.data();
+        if (tunnel_)
+            up_frames_.feed(d);
         bufs_.clear();
         if (framing == body_kind::chunked) {
             int n = std::snprintf(chunk_line_, sizeof chunk_line_, "%zx\r\n", d.size());
@@ -512,6 +540,8 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
             break;
         }
         case body_kind::until_close:
+            if (tunnel_)
+                down_frames_.feed(buf.data());
             down_append(buf.data());
             buf.clear();
             break;
@@ -522,6 +552,10 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
         }
         if (done)
             co_return pump_result::done;
+        if (tunnel_ && going_away_ && down_frames_.at_boundary()) {
+            down_append(ws_going_away_frame(false));
+            co_return pump_result::done;
+        }
         // Backpressure: the runner is read no further while the client lags.
         while (down_.size() >= response_high_water && !is_closed)
             co_await out_event_.wait();
@@ -535,6 +569,10 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
         if (ec) {
             if (is_closed)
                 co_return pump_result::client_gone;
+            if (tunnel_ && going_away_ && ec == asio::error::operation_aborted &&
+                !up->timed_out) {
+                continue; // the loop's top says it (after the runner's frame in progress)
+            }
             if (ec == asio::error::eof && kind == body_kind::until_close)
                 co_return pump_result::done;
             co_return pump_result::upstream_failed;
@@ -655,6 +693,9 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             up_buf.consume(res_.size);
             keep_alive_probes(upstream_->sock);
             auto& up = *upstream_;
+            tunnel_ = true;
+            up.going_away_hook = [](void* self) { static_cast<stream*>(self)->go_away(); };
+            up.going_away_context = this;
             exchange_metrics().websocket_opened(http_protocol::h2);
             auto [a, b] = co_await (pump_up(up, body_kind::until_close) &&
                                     pump_down(&up, up_buf, body_kind::until_close, 0));

@@ -34,6 +34,16 @@ void socket_watch::cancel_idle() {
     }
 }
 
+void socket_watch::going_away() {
+    std::vector<timed_socket*> all(sockets.begin(), sockets.end());
+    for (auto* s : all) {
+        if (!sockets.contains(s) || !s->going_away_hook)
+            continue;
+        auto hook = std::exchange(s->going_away_hook, nullptr);
+        hook(s->going_away_context);
+    }
+}
+
 error_code timed_socket::result(error_code ec) const {
     if (ec && timed_out)
         return boost::beast::error::timeout;

@@ -30,6 +30,8 @@ struct socket_watch {
     void tick(std::chrono::steady_clock::time_point now);
     // Cancels the sockets waiting for a next request (or calls their drain hook).
     void cancel_idle();
+    // Calls every going-away hook (once per socket that has one).
+    void going_away();
 };
 
 // A socket whose operations are bounded by a deadline instead of a timer per operation.
@@ -70,6 +72,9 @@ struct timed_socket {
     // say GOAWAY first).
     void (*drain_hook)(void*) = nullptr;
     void* drain_context = nullptr;
+    // Called when the drain deadline nears (WebSocket tunnels send their close frames).
+    void (*going_away_hook)(void*) = nullptr;
+    void* going_away_context = nullptr;
 };
 
 // Bytes read from a socket and not consumed yet, contiguous (a parsed head's views point into

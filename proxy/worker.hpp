@@ -60,6 +60,8 @@ struct worker_context {
         draining = true;
         watch.cancel_idle();
     }
+    // The drain deadline nears: open WebSocket tunnels end with a close frame (1001) each way.
+    void websockets_going_away() { watch.going_away(); }
 
     std::shared_ptr<const conf::config> cfg;
     routing::route_source& routes;

@@ -1,0 +1,84 @@
+"""SIGTERM with work in flight: a streaming response finishes, an open WebSocket gets a close
+frame 1001 ("going away") shortly before SHUTDOWN_TIMEOUT_SEC, new connections are refused at
+once, and edgegate exits 0."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "support"))
+from client import curl_path  # noqa: E402
+from stack import StackTestCase, start_process, wait_until  # noqa: E402
+from wsclient import Closed, WsClient  # noqa: E402
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
+
+
+def refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+class DrainTest(StackTestCase):
+    edgegate_env = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.ws_app = start_process([SYSTEM_PYTHON, os.path.join(SUPPORT, "ws_app.py")],
+                                   name="ws_app")
+        cls.addClassCleanup(cls.ws_app.stop)
+
+    def test_sigterm_finishes_streams_and_closes_websockets_politely(self):
+        eg = self.stack.start_edgegate({"SHUTDOWN_TIMEOUT_SEC": 8,
+                                        "UPSTREAM_RESPONSE_TIMEOUT_SEC": 30})
+        self.stack.runner_reset()
+        stream = subprocess.Popen(
+            [curl_path(), "-sS", "-N", "--max-time", "30", "-H",
+             f"Host: {self.stack.preview_host('public')}",
+             f"http://127.0.0.1:{eg.port}/chunked?n=6&ms=1000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(stream.kill)
+        ws = WsClient.connect("127.0.0.1", eg.port,
+                              host=self.stack.preview_host("public", self.ws_app.port),
+                              path="/echo")
+        self.addCleanup(ws.sock.close)
+        ws.send_text("before")
+        self.assertEqual(ws.recv_text(), "before")
+        wait_until(lambda: any("/chunked" in (e.get("target") or "")
+                               for e in self.stack.runner_requests()), 10,
+                   "the streaming request to reach the runner")
+
+        start = time.monotonic()
+        eg.popen.send_signal(signal.SIGTERM)
+        wait_until(lambda: refuses(eg.port), 3, "new connections to be refused")
+        ws.send_text("during the drain")  # the tunnel still works
+        self.assertEqual(ws.recv_text(), "during the drain")
+
+        ws.sock.settimeout(20)
+        with self.assertRaises(Closed) as closed:
+            while True:
+                ws.recv()
+        waited = time.monotonic() - start
+        self.assertEqual(closed.exception.code, 1001, closed.exception)
+        self.assertIn("restarting", closed.exception.reason)
+        # 4 s before the 8 s deadline (half the timeout when under 10 s), not at once.
+        self.assertGreater(waited, 3.0)
+
+        out, err = stream.communicate(timeout=30)
+        self.assertEqual(stream.returncode, 0, err)
+        self.assertEqual(out.decode().splitlines(), [f"chunk {i}" for i in range(6)])
+        self.assertEqual(eg.popen.wait(20), 0)
+        self.assertIn("signal 15: draining", eg.output())
+
+
+if __name__ == "__main__":
+    unittest.main()
