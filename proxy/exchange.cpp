@@ -219,7 +219,7 @@ awaitable<bool> exchange::dispatch() {
         req_.target.substr(0, req_.target.find('?')) == auth::accept_warning_path) {
         view_ = make_view(target, auth::request_mode::preview);
         co_return co_await reply_auth(
-            auth::accept_preview_warning(view_, ctx_.cfg->proxy_protocol));
+            auth::accept_preview_warning(view_, cfg_->proxy_protocol));
     }
     if (target.kind == routing::host_kind::base)
         co_return co_await serve_base();
@@ -462,7 +462,7 @@ response_edits exchange::edits_for_response(const h1::head& upstream_head) {
     extra_fields_.clear();
     cors_fields_.clear();
     if (ctx_.access) {
-        const auto& proto = ctx_.cfg->proxy_protocol;
+        const auto& proto = cfg_->proxy_protocol;
         if (!auth::foreign_origin(view_, proto).empty()) {
             head_fields upstream(upstream_head);
             auth::cors_response_headers(view_, proto, upstream, cors_fields_);
@@ -476,7 +476,7 @@ response_edits exchange::edits_for_response(const h1::head& upstream_head) {
 }
 
 awaitable<bool> exchange::serve_preview(const routing::host_target& t) {
-    if (ctx_.cfg->toolbox_only_mode && t.port != 2280)
+    if (cfg_->toolbox_only_mode && t.port != 2280)
         co_return co_await reply_error(404, "this proxy serves only the toolbox (port 2280)");
     if (req_.target.empty() || req_.target.front() != '/')
         co_return co_await reply_error(400, "the request target must be a path (origin-form)");
@@ -494,11 +494,11 @@ awaitable<bool> exchange::serve_preview(const routing::host_target& t) {
     }
     view_ = make_view(t, auth::request_mode::preview);
     view_.sandbox_public = pub.status == routing::lookup_status::found && pub.is_public;
-    const auto& proto = ctx_.cfg->proxy_protocol;
+    const auto& proto = cfg_->proxy_protocol;
     if (ctx_.access) {
         if (auto pre = auth::cors_preflight(view_, proto))
             co_return co_await reply_auth(*pre);
-        if (auth::wants_preview_warning(view_, ctx_.cfg->preview_warning_enabled))
+        if (auth::wants_preview_warning(view_, cfg_->preview_warning_enabled))
             co_return co_await reply_auth(auth::preview_warning_page(view_, proto));
     }
     if (!co_await decide()) {
@@ -650,10 +650,11 @@ void pool_upstream(worker_context& ctx, const routing::runner_route& r,
 }
 
 awaitable<error_code> connect_runner(worker_context& ctx, const routing::runner_route& r,
-                                     std::optional<timed_socket>& out, std::string& detail) {
+                                     std::optional<timed_socket>& out, std::string& detail,
+                                     unsigned connect_timeout_sec) {
     out.reset();
     auto& s = out.emplace(ctx.watch, tcp::socket(ctx.resolver.get_executor()));
-    s.expires_after(std::chrono::seconds(ctx.cfg->upstream_connect_timeout_sec));
+    s.expires_after(std::chrono::seconds(connect_timeout_sec));
     error_code ec;
     auto addr = asio::ip::make_address(
         r.host.front() == '[' ? r.host.substr(1, r.host.size() - 2) : r.host, ec);

@@ -38,7 +38,10 @@ class head_fields final : public auth::header_lookup {
 
 class exchange {
   public:
-    explicit exchange(worker_context& ctx) : ctx_(ctx) {}
+    // `cfg`: the configuration snapshot this exchange serves with (a connection keeps the one
+    // it started with across SIGHUP reloads); the worker's current one by default.
+    explicit exchange(worker_context& ctx, std::shared_ptr<const conf::config> cfg = nullptr)
+        : ctx_(ctx), cfg_(cfg ? std::move(cfg) : ctx.cfg) {}
     virtual ~exchange() = default;
     exchange(const exchange&) = delete;
     exchange& operator=(const exchange&) = delete;
@@ -102,6 +105,7 @@ class exchange {
     bool is_head_request() const { return req_.method == "HEAD"; }
 
     worker_context& ctx_;
+    std::shared_ptr<const conf::config> cfg_;
     std::string_view client_ip_; // set by the session (views storage it owns)
     h1::head req_;
     head_fields req_headers_{req_};
@@ -183,7 +187,8 @@ bool runner_lacks_sandbox(std::string_view body);
 awaitable<boost::system::error_code> connect_runner(worker_context& ctx,
                                                     const routing::runner_route& r,
                                                     std::optional<timed_socket>& out,
-                                                    std::string& detail);
+                                                    std::string& detail,
+                                                    unsigned connect_timeout_sec);
 // An idle pooled connection to the route's runner into `out` (with its TLS state); false when
 // there is none. `check_open`: see tcp_pool::take.
 bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check_open,

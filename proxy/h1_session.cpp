@@ -354,7 +354,7 @@ class session final : public exchange {
             std::copy_n(tail.begin(), std::min(tail.size(), parts.size() - 1), parts.begin() + 1);
             static constexpr std::string_view strip_authorization[] = {"authorization"};
             forward_context fc{req_.host, client_ip_,
-                               ctx_.cfg->enable_tls ? "https"sv : "http"sv, route.host_port,
+                               cfg_->enable_tls ? "https"sv : "http"sv, route.host_port,
                                route.api_key};
             if (decision_.strip_authorization)
                 fc.also_strip = strip_authorization;
@@ -373,13 +373,14 @@ class session final : public exchange {
                 std::string detail;
                 if (take_pooled(ctx_, route, !(replayable && attempt == 0), upstream_)) {
                     reused = true;
-                } else if (auto ec = co_await connect_runner(ctx_, route, upstream_, detail)) {
+                } else if (auto ec = co_await connect_runner(ctx_, route, upstream_, detail,
+                                                             cfg_->upstream_connect_timeout_sec)) {
                     if (timed_out(ec))
                         co_return co_await reply_error(
                             504,
                             "runner at " + route.host_port +
                                 " did not accept a connection within " +
-                                std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s",
+                                std::to_string(cfg_->upstream_connect_timeout_sec) + " s",
                             client_keep && bodyless);
                     co_return co_await reply_error(
                         502,
@@ -427,7 +428,7 @@ class session final : public exchange {
                 // The response head; interim answers (100 Continue and friends) are ours to
                 // give, not the runner's.
                 upstream_->expires_after(
-                    std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
+                    std::chrono::seconds(cfg_->upstream_response_timeout_sec));
                 error_code ec;
                 auto r = co_await read_response_head(*upstream_, up_buf, res_, head_request, ec);
                 if (r.status == h1::parse_status::done) {
@@ -443,7 +444,7 @@ class session final : public exchange {
                     co_return co_await reply_error(
                         504,
                         "runner at " + route.host_port + " did not answer within " +
-                            std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s",
+                            std::to_string(cfg_->upstream_response_timeout_sec) + " s",
                         false);
                 if (reused && replayable && attempt == 0 && up_buf.empty())
                     continue;

@@ -171,6 +171,8 @@ class connection {
     worker_context& ctx;
     std::string_view client_ip;
     nghttp2_session* ng = nullptr;
+    // The configuration snapshot of this connection's streams (kept across reloads).
+    std::shared_ptr<const conf::config> cfg = ctx.cfg;
 
   private:
     bool setup();
@@ -214,7 +216,7 @@ stream* stream_of(nghttp2_session* ng, std::int32_t id) {
 // --- the stream ---
 
 stream::stream(connection& c, std::int32_t stream_id)
-    : exchange(c.ctx), id(stream_id), conn_(c), in_event_(c.client.sock.get_executor()),
+    : exchange(c.ctx, c.cfg), id(stream_id), conn_(c), in_event_(c.client.sock.get_executor()),
       out_event_(c.client.sock.get_executor()) {
     client_ip_ = c.client_ip;
     exchange_metrics().stream_opened();
@@ -613,14 +615,15 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             std::string detail;
             if (take_pooled(ctx_, route, !(replayable && attempt == 0), upstream_)) {
                 reused = true;
-            } else if (auto cec = co_await connect_runner(ctx_, route, upstream_, detail)) {
+            } else if (auto cec = co_await connect_runner(ctx_, route, upstream_, detail,
+                                                              cfg_->upstream_connect_timeout_sec)) {
                 if (is_closed)
                     co_return false;
                 if (cec == boost::beast::error::timeout)
                     co_return co_await reply_error(
                         504, "runner at " + route.host_port +
                                  " did not accept a connection within " +
-                                 std::to_string(ctx_.cfg->upstream_connect_timeout_sec) + " s");
+                                 std::to_string(cfg_->upstream_connect_timeout_sec) + " s");
                 co_return co_await reply_error(502, "runner at " + route.host_port +
                                                         " is unreachable: " +
                                                         (detail.empty() ? cec.message() : detail));
@@ -641,7 +644,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             }
             if (!sent && reused && replayable && attempt == 0)
                 continue;
-            upstream_->expires_after(std::chrono::seconds(ctx_.cfg->upstream_response_timeout_sec));
+            upstream_->expires_after(std::chrono::seconds(cfg_->upstream_response_timeout_sec));
             r = co_await read_response_head(*upstream_, up_buf, res_, head_request, ec);
             if (is_closed) {
                 upstream_.reset();
@@ -658,7 +661,7 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             if (ec == boost::beast::error::timeout)
                 co_return co_await reply_error(
                     504, "runner at " + route.host_port + " did not answer within " +
-                             std::to_string(ctx_.cfg->upstream_response_timeout_sec) + " s");
+                             std::to_string(cfg_->upstream_response_timeout_sec) + " s");
             if (reused && replayable && attempt == 0 && up_buf.empty())
                 continue;
             co_return co_await reply_error(502, "runner at " + route.host_port +
