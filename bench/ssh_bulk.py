@@ -56,6 +56,9 @@ def main():
     ap.add_argument("--size-mib", type=int, default=1024)
     ap.add_argument("--ciphers", default="aes128-gcm@openssh.com,chacha20-poly1305@openssh.com")
     ap.add_argument("--setup-runs", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each cipher and direction is measured this many times, direct and "
+                         "gateway back to back; the ratio reported is the median")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "build", "bench"))
     args = ap.parse_args()
 
@@ -70,29 +73,38 @@ def main():
         src = os.path.join(env.tmp, "upload.bin")
         subprocess.run(["head", "-c", str(size), "/dev/zero"], stdout=open(src, "wb"), check=True)
         eg_pid, sshd_pid = env.eg.pid, env.sshd.proc.pid
+        gib = size / 2**30
         for cipher in args.ciphers.split(","):
             for direction in ("download", "upload"):
-                row = {"cipher": cipher, "direction": direction}
-                for path, mk in (("direct", direct), ("gateway", gw)):
-                    remote = (f"head -c {size} /dev/zero" if direction == "download"
-                              else "cat > /dev/null")
-                    wait_reaped(sshd_pid)
-                    eg0, sd0 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
-                    stdin = open(src, "rb") if direction == "upload" else None
-                    secs = run(mk(remote, opts=["-c", cipher]), stdin=stdin)
-                    wait_reaped(sshd_pid)
-                    eg1, sd1 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
-                    gib = size / 2**30
-                    row[path] = {"seconds": round(secs, 2), "mib_s": round(size / 2**20 / secs, 1),
-                                 "sshd_cpu_s_per_gib": round((sd1 - sd0) / gib, 2)}
-                    if path == "gateway":
-                        row[path]["gateway_cpu_s_per_gib"] = round((eg1 - eg0) / gib, 2)
-                row["ratio"] = round(row["gateway"]["mib_s"] / row["direct"]["mib_s"], 2)
+                remote = (f"head -c {size} /dev/zero" if direction == "download"
+                          else "cat > /dev/null")
+                row = {"cipher": cipher, "direction": direction, "rounds": []}
+                for _ in range(args.rounds):
+                    r = {"loadavg": round(os.getloadavg()[0], 1)}
+                    for path, mk in (("direct", direct), ("gateway", gw)):
+                        wait_reaped(sshd_pid)
+                        eg0, sd0 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
+                        stdin = open(src, "rb") if direction == "upload" else None
+                        secs = run(mk(remote, opts=["-c", cipher]), stdin=stdin)
+                        wait_reaped(sshd_pid)
+                        eg1, sd1 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
+                        r[path] = {"seconds": round(secs, 2),
+                                   "mib_s": round(size / 2**20 / secs, 1),
+                                   "sshd_cpu_s_per_gib": round((sd1 - sd0) / gib, 2)}
+                        if path == "gateway":
+                            r[path]["gateway_cpu_s_per_gib"] = round((eg1 - eg0) / gib, 2)
+                    r["ratio"] = round(r["gateway"]["mib_s"] / r["direct"]["mib_s"], 2)
+                    row["rounds"].append(r)
+                    print(f"{cipher:30} {direction:8} direct {r['direct']['mib_s']:6.1f} MiB/s  "
+                          f"gateway {r['gateway']['mib_s']:6.1f} MiB/s  ratio {r['ratio']:.2f}  "
+                          f"CPU s/GiB: gateway {r['gateway']['gateway_cpu_s_per_gib']:.2f}, "
+                          f"sshd {r['direct']['sshd_cpu_s_per_gib']:.2f} direct / "
+                          f"{r['gateway']['sshd_cpu_s_per_gib']:.2f} via gateway  "
+                          f"(load {r['loadavg']})", flush=True)
+                row["ratio_median"] = statistics.median(r["ratio"] for r in row["rounds"])
                 results["bulk"].append(row)
-                print(f"{cipher:32} {direction:8} direct {row['direct']['mib_s']:7.1f} MiB/s  "
-                      f"gateway {row['gateway']['mib_s']:7.1f} MiB/s  ratio {row['ratio']:.2f}  "
-                      f"CPU s/GiB: gateway {row['gateway']['gateway_cpu_s_per_gib']:.2f}, "
-                      f"sshd {row['gateway']['sshd_cpu_s_per_gib']:.2f}", flush=True)
+                print(f"{cipher:30} {direction:8} median ratio {row['ratio_median']:.2f} "
+                      f"over {args.rounds} rounds", flush=True)
         for path, mk in (("direct", direct), ("gateway", gw)):
             times = [run(mk("true")) for _ in range(args.setup_runs)]
             results["setup"][path] = {"median_ms": round(statistics.median(times) * 1000, 1),

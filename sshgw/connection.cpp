@@ -98,13 +98,34 @@ void set_keepalive(tcp::socket& sock) {
     ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
+// Toward runners: the client's cipher first, then AES-GCM (the cheapest with AES-NI),
+// chacha20-poly1305 and AES-CTR.
+std::string upstream_ciphers(const std::string& client_cipher) {
+    static constexpr const char* preferred[] = {
+        "aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+        "aes128-ctr",             "aes192-ctr",             "aes256-ctr"};
+    std::string out;
+    if (std::find(std::begin(preferred), std::end(preferred), client_cipher) !=
+        std::end(preferred))
+        out = client_cipher;
+    for (const char* c : preferred) {
+        if (c == client_cipher)
+            continue;
+        if (!out.empty())
+            out += ',';
+        out += c;
+    }
+    return out;
+}
+
 bool closed(ssh_session s) {
     return !s || (ssh_get_status(s) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
 }
 } // namespace
 
 connection::connection(std::shared_ptr<detail::worker_state> w, tcp::socket sock)
-    : keep_(std::move(w)), w_(*keep_), client_sock_(std::move(sock)), runner_sock_(keep_->ex),
+    : keep_(std::move(w)), w_(*keep_), ra_(w_.readahead_buffers), client_sock_(std::move(sock)),
+      runner_sock_(keep_->ex),
       grace_timer_(keep_->ex), keepalive_timer_(keep_->ex) {
     boost::system::error_code ec;
     auto ep = client_sock_.remote_endpoint(ec);
@@ -187,6 +208,7 @@ void connection::start() {
         return;
     }
     client_fd_in_ssh_ = true;
+    ra_.watch(0, client_sock_.native_handle());
     ssh_set_blocking(server_.get(), 0);
     ssh_set_auth_methods(server_.get(), SSH_AUTH_METHOD_NONE | SSH_AUTH_METHOD_PASSWORD |
                                             SSH_AUTH_METHOD_INTERACTIVE);
@@ -215,17 +237,24 @@ void connection::pump() {
         return;
     }
     auto self = shared_from_this();
+    detail::readahead::scope reading(ra_);
     in_pump_ = true;
     int rounds = 0;
     do {
         repump_ = false;
         drive_io();
+        auto after_io = ra_.buffered();
         if (phase_ != phase::done)
             step();
+        // A libssh call in step() read the socket: what it took into the read-ahead is not
+        // socket readiness any more, so drive_io() must run again for it.
+        if (ra_.buffered() > 0 && ra_.buffered() != after_io)
+            repump_ = true;
     } while (repump_ && phase_ != phase::done && ++rounds < 16);
     in_pump_ = false;
     if (phase_ == phase::done)
         return;
+    ra_.release_idle();
     if (repump_) { // more to do: let other connections of this worker run first
         repump_ = false;
         asio::post(w_.ex, [self] { self->pump(); });
@@ -486,13 +515,14 @@ void connection::upstream_connected() {
     ssh_options_set(up, SSH_OPTIONS_PORT, &port);
     ssh_options_set(up, SSH_OPTIONS_USER, sandbox_id_.c_str());
     ssh_options_set(up, SSH_OPTIONS_FD, &fd);
+    ra_.watch(1, fd);
     ssh_options_set(up, SSH_OPTIONS_KNOWNHOSTS, "/dev/null");
     ssh_options_set(up, SSH_OPTIONS_GLOBAL_KNOWNHOSTS, "/dev/null");
-    // AES-GCM first: with AES-NI it is the cheapest for the gateway's second hop.
-    const char* ciphers = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,"
-                          "chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr";
-    ssh_options_set(up, SSH_OPTIONS_CIPHERS_C_S, ciphers);
-    ssh_options_set(up, SSH_OPTIONS_CIPHERS_S_C, ciphers);
+    // The cipher the client chose is offered first: the runner's sshd does the same work as for
+    // a direct connection, and a client held to a cipher (FIPS: AES-GCM) gets it on both hops.
+    auto ciphers = upstream_ciphers(str(ssh_get_cipher_out(server_.get())));
+    ssh_options_set(up, SSH_OPTIONS_CIPHERS_C_S, ciphers.c_str());
+    ssh_options_set(up, SSH_OPTIONS_CIPHERS_S_C, ciphers.c_str());
     ssh_set_blocking(up, 0);
     phase_ = phase::handshake;
     pump();
@@ -599,7 +629,9 @@ void connection::upstream_ready() {
     ssh_message_auth_reply_success(pending_auth_, 0);
     ssh_message_free(pending_auth_);
     pending_auth_ = nullptr;
-    spdlog::info("ssh: {} logged in to sandbox {} via runner {}", peer_, sandbox_id_, runner_host_);
+    spdlog::info("ssh: {} logged in to sandbox {} via runner {} (ciphers: client {}, runner {})",
+                 peer_, sandbox_id_, runner_host_, str(ssh_get_cipher_out(server_.get())),
+                 str(ssh_get_cipher_out(upstream_.get())));
     activity_ = w_.activity.start(sandbox_id_, nullptr);
     keepalive();
     repump_ = true;
@@ -1049,6 +1081,7 @@ void connection::fail(const std::string& user_message, const std::string& log_de
         return;
     spdlog::info("ssh: {}{}{}: {} ({})", peer_, sandbox_id_.empty() ? "" : " sandbox ", sandbox_id_,
                  user_message, log_detail);
+    detail::readahead::scope reading(ra_);
     if (server_ && !closed(server_.get()) && phase_ != phase::kex) {
         std::string banner = "edgegate: " + user_message + "\r\n";
         detail::string_ptr b(ssh_string_from_char(banner.c_str()));
@@ -1058,8 +1091,10 @@ void connection::fail(const std::string& user_message, const std::string& log_de
         // libssh sends at most once per poll round (it waits for POLLOUT after every send) and
         // ssh_disconnect closes the socket right after queueing its message: poll until the
         // banner is out and the socket is known writable, so the disconnect message goes too.
+        // (Bytes in the read-ahead are read first, 4 KiB per round.)
+        int rounds = 8 + static_cast<int>(ra_.buffered() / 4096);
         if (server_in_event_)
-            for (int i = 0; i < 8 && ssh_event_dopoll(event_.get(), 0) == SSH_OK; ++i) {
+            for (int i = 0; i < rounds && ssh_event_dopoll(event_.get(), 0) == SSH_OK; ++i) {
             }
     }
     close("");
@@ -1075,10 +1110,13 @@ void connection::close(const std::string& why) {
     grace_timer_.cancel();
     keepalive_timer_.cancel();
     release_sockets();
+    detail::readahead::scope reading(ra_);
     if (upstream_ && !closed(upstream_.get()))
         ssh_disconnect(upstream_.get());
     if (server_ && !closed(server_.get()))
         ssh_disconnect(server_.get());
+    ra_.forget(0);
+    ra_.forget(1);
 }
 
 } // namespace edge::sshgw

@@ -9,6 +9,7 @@
 #include "routing/redis/redis_client.hpp"
 #include "sshgw/libssh.hpp"
 #include "sshgw/login.hpp"
+#include "sshgw/readahead.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -54,6 +55,7 @@ struct worker_state {
     auth::activity_tracker& activity;
     routing::redis::client* redis = nullptr; // runner host key pins, when Redis is configured
     std::vector<char> scratch;
+    readahead_pool readahead_buffers;
     std::unordered_set<connection*> live;
     std::atomic<std::size_t> live_count{0}; // readable from any thread (shutdown drain)
 };
@@ -136,6 +138,7 @@ class connection : public std::enable_shared_from_this<connection> {
   private:
     std::shared_ptr<detail::worker_state> keep_; // outlives the gateway while handlers hold us
     detail::worker_state& w_;
+    detail::readahead ra_; // under libssh's 4 KiB reads; installed around libssh calls
     boost::asio::ip::tcp::socket client_sock_;
     boost::asio::ip::tcp::socket runner_sock_;
     boost::asio::steady_timer grace_timer_;
