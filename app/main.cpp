@@ -438,11 +438,11 @@ int main(int argc, char** argv) {
                 spdlog::info("signal {}: draining (up to {} s)", sig,
                              current->shutdown_timeout_sec);
                 for (unsigned i = 0; i < rt.size(); ++i)
-                    asio::post(rt.worker(i), [&w = workers[i]] {
+                    asio::post(rt.worker(i), [&w = workers[i], deadline] {
                         boost::system::error_code ignored;
                         w.acceptor->close(ignored);
-                        if (w.ssh)
-                            w.ssh->stop_accepting();
+                        if (w.ssh) // sessions go on until the deadline, then are told why
+                            w.ssh->drain(deadline);
                         w.ctx->begin_drain();
                     });
                 signals.async_wait(on_signal);

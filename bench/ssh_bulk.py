@@ -6,7 +6,11 @@ sshd; connection setup time (`ssh ... true`).
     client ssh ──► edgegate (SSH gateway) ──► sshd        "gateway"
     client ssh ─────────────────────────────► sshd        "direct"
 
-Everything on 127.0.0.1 of one machine: the client, the gateway and sshd share the cores.
+Everything on 127.0.0.1 of one machine: the client, the gateway and sshd share the cores. The
+gateway offers the runner the cipher the client negotiated first, so with `-c X` both hops use X:
+sshd does the same work per byte in both paths. Each cipher and direction runs --rounds times,
+direct and gateway back to back (the machine's load moves between rounds more than within one);
+the median ratio is reported.
 """
 import argparse
 import json

@@ -1,5 +1,7 @@
 #include "sshgw/connection.hpp"
 
+#include "common/log.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
@@ -8,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <optional>
 
@@ -40,12 +43,15 @@ struct connection::side {
 
 struct connection::channel_pair {
     side s[2];
+    detail::channel_kind kind = detail::channel_kind::session;
     bool open = false;
     std::deque<action> requests; // the client's requests, played on the runner channel in order
     std::deque<action> opening;  // the open on the other side, until it is answered
 };
 
 namespace {
+// What a client sees when the drain deadline ends its session (tests assert it).
+constexpr const char* msg_restarting = "sandbox gateway is restarting, please reconnect";
 constexpr std::size_t scratch_size = 4 * 1024 * 1024;
 constexpr int dopoll_budget = 1024; // 4 MiB of input per pump before yielding to other sessions
 
@@ -137,6 +143,12 @@ connection::connection(std::shared_ptr<detail::worker_state> w, tcp::socket sock
 connection::~connection() {
     w_.live.erase(this);
     w_.live_count.fetch_sub(1);
+    if (in_sessions_gauge_)
+        w_.metrics.sessions.dec();
+    if (!logged_ && client_fd_in_ssh_) {
+        close_reason_ = "ended";
+        log_session();
+    }
     if (counted_unauth_)
         w_.shared->unauthenticated.fetch_sub(1);
     if (pending_auth_)
@@ -167,7 +179,14 @@ connection::~connection() {
 }
 
 void connection::abort() {
-    close("edgegate is stopping");
+    close("gateway_stopping");
+}
+
+void connection::end_for_restart() {
+    auto self = weak_from_this().lock();
+    if (!self)
+        return;
+    fail(msg_restarting, "the drain deadline (SHUTDOWN_TIMEOUT_SEC) is reached", "gateway_restart");
 }
 
 // A descriptor libssh has taken is closed by libssh (ssh_free): Asio only lets go of it.
@@ -189,12 +208,14 @@ void connection::start() {
     auto& sh = *w_.shared;
     if (sh.unauthenticated.fetch_add(1) >= w_.cfg.ssh_max_unauthenticated) {
         sh.unauthenticated.fetch_sub(1);
+        w_.metrics.refused.inc();
         spdlog::warn(
             "ssh: {} refused: {} connections are still logging in (SSH_MAX_UNAUTHENTICATED)", peer_,
             w_.cfg.ssh_max_unauthenticated);
         return; // the socket closes with us
     }
     counted_unauth_ = true;
+    w_.metrics.accepted.inc();
     boost::system::error_code ec;
     client_sock_.non_blocking(true, ec);
     client_sock_.set_option(tcp::no_delay(true), ec);
@@ -216,7 +237,7 @@ void connection::start() {
     grace_timer_.expires_after(std::chrono::seconds(w_.cfg.ssh_login_grace_sec));
     grace_timer_.async_wait([self = shared_from_this()](const boost::system::error_code& e) {
         if (!e && self->phase_ != phase::relay && self->phase_ != phase::done)
-            self->fail("login timed out", "login grace time elapsed");
+            self->fail("login timed out", "login grace time elapsed", "login_timeout");
     });
     pump();
 }
@@ -307,14 +328,22 @@ void connection::step() {
         if (!server_in_event_ && ssh_event_add_session(event_.get(), server_.get()) == SSH_OK)
             server_in_event_ = true;
         if (rc == SSH_ERROR)
-            return close(std::string("key exchange failed: ") + ssh_get_error(server_.get()));
+            return close("key_exchange_failed", ssh_get_error(server_.get()));
         if (rc == SSH_AGAIN)
             return;
         phase_ = phase::auth;
         repump_ = true;
     }
-    if (closed(server_.get()))
-        return close("client closed the connection");
+    if (closed(server_.get())) {
+        // libssh marks a session that received SSH_MSG_DISCONNECT (a logout) or a plain TCP
+        // close (`ssh -W` ends that way) as failed too; only its error text tells them apart
+        // from a reset or a timeout.
+        std::string_view error = ssh_get_error(server_.get());
+        bool clean = !(ssh_get_status(server_.get()) & SSH_CLOSED_ERROR) ||
+                     error.starts_with("Received SSH_MSG_DISCONNECT") ||
+                     error == "Socket error: disconnected";
+        return close(clean ? "client_closed" : "client_error", std::string(error));
+    }
 
     while (phase_ != phase::done) {
         ssh_message m = ssh_message_get(server_.get());
@@ -353,7 +382,8 @@ void connection::step() {
         return;
 
     if (closed(upstream_.get()))
-        return fail("the sandbox closed the connection", "runner closed the SSH connection");
+        return fail("the sandbox closed the connection", "runner closed the SSH connection",
+                    "runner_closed");
     while (phase_ != phase::done) {
         ssh_message m = ssh_message_get(upstream_.get());
         if (!m)
@@ -426,9 +456,11 @@ void connection::deny_auth(ssh_message m) {
 }
 
 void connection::begin_login(ssh_message m, std::string token) {
+    token_presented_ = true;
     if (++auth_attempts_ > 6) {
         ssh_message_free(m);
-        return fail("too many authentication attempts", "more than 6 authentication attempts");
+        return fail("too many authentication attempts", "more than 6 authentication attempts",
+                    "too_many_auth_attempts");
     }
     pending_auth_ = m;
     phase_ = phase::validating;
@@ -444,8 +476,14 @@ void connection::begin_login(ssh_message m, std::string token) {
 void connection::login_done(login_result r) {
     if (phase_ != phase::validating)
         return;
-    if (r.status != login_status::ok)
+    if (r.status != login_status::ok) {
+        using detail::login_outcome;
+        count_login(r.status == login_status::invalid_token ? login_outcome::invalid_token
+                    : r.status == login_status::not_started ? login_outcome::not_started
+                    : r.status == login_status::not_found   ? login_outcome::not_found
+                                                            : login_outcome::unavailable);
         return fail(r.message, r.detail);
+    }
     sandbox_id_ = r.sandbox_id;
     connect_upstream(r.runner_host);
 }
@@ -629,6 +667,11 @@ void connection::upstream_ready() {
     ssh_message_auth_reply_success(pending_auth_, 0);
     ssh_message_free(pending_auth_);
     pending_auth_ = nullptr;
+    logged_in_ = true;
+    count_login(detail::login_outcome::ok);
+    w_.metrics.login_seconds.observe(std::chrono::steady_clock::now() - started_);
+    w_.metrics.sessions.inc();
+    in_sessions_gauge_ = true;
     spdlog::info("ssh: {} logged in to sandbox {} via runner {} (ciphers: client {}, runner {})",
                  peer_, sandbox_id_, runner_host_, str(ssh_get_cipher_out(server_.get())),
                  str(ssh_get_cipher_out(upstream_.get())));
@@ -681,6 +724,9 @@ void connection::attach(channel_pair& p) {
         s.max_window = ssh_channel_window_size(s.ch);
     }
     p.open = true;
+    auto k = static_cast<std::size_t>(p.kind);
+    ++channels_[k];
+    w_.metrics.channels[k].inc();
 }
 
 void connection::open_from_client(ssh_message m) {
@@ -691,6 +737,8 @@ void connection::open_from_client(ssh_message m) {
         return;
     }
     auto& p = new_pair();
+    p.kind = kind == SSH_CHANNEL_SESSION ? detail::channel_kind::session
+                                         : detail::channel_kind::direct_tcpip;
     p.s[1].ch = ssh_channel_new(upstream_.get());
     ssh_channel up = p.s[1].ch;
     action a;
@@ -716,6 +764,7 @@ void connection::open_from_client(ssh_message m) {
             }
         } else {
             ssh_message_reply_default(msg);
+            w_.metrics.channel_refusals[static_cast<std::size_t>(p.kind)].inc();
         }
         p.s[0].close_in = p.s[0].close_out = p.s[1].close_in = p.s[1].close_out = true;
     };
@@ -737,9 +786,12 @@ void connection::open_from_runner(ssh_message m) {
         a.run = [down, dest, dport, orig, oport] {
             return ssh_channel_open_reverse_forward(down, dest.c_str(), dport, orig.c_str(), oport);
         };
+        p.kind = detail::channel_kind::forwarded_tcpip;
     } else if (kind == SSH_CHANNEL_AUTH_AGENT) {
         a.run = [down] { return ssh_channel_open_auth_agent(down); };
+        p.kind = detail::channel_kind::auth_agent;
     } else if (kind == SSH_CHANNEL_X11) {
+        p.kind = detail::channel_kind::x11;
         std::string orig = str(ssh_message_channel_request_open_originator(m));
         int oport = ssh_message_channel_request_open_originator_port(m);
         a.run = [down, orig, oport] { return ssh_channel_open_x11(down, orig.c_str(), oport); };
@@ -757,6 +809,7 @@ void connection::open_from_runner(ssh_message m) {
             ssh_channel_close(p.s[0].ch);
         } else {
             ssh_message_reply_default(msg);
+            w_.metrics.channel_refusals[static_cast<std::size_t>(p.kind)].inc();
         }
         p.s[0].close_in = p.s[0].close_out = p.s[1].close_in = p.s[1].close_out = true;
     };
@@ -930,8 +983,10 @@ void connection::service_pair(channel_pair& p) {
                 int wr = n == 0 ? 0
                          : st   ? ssh_channel_write_stderr(dst.ch, t.data(), n)
                                 : ssh_channel_write(dst.ch, t.data(), n);
-                if (wr > 0)
+                if (wr > 0) {
                     t.erase(0, static_cast<std::size_t>(wr));
+                    count_bytes(from, wr);
+                }
                 if (!t.empty())
                     continue;
             }
@@ -949,6 +1004,7 @@ void connection::service_pair(channel_pair& p) {
             src.leftover[st] -= std::min<uint32_t>(src.leftover[st], r);
             int wr = st ? ssh_channel_write_stderr(dst.ch, w_.scratch.data(), r)
                         : ssh_channel_write(dst.ch, w_.scratch.data(), r);
+            count_bytes(from, wr);
             if (wr < r) // the other session is re-keying: keep the rest ourselves
                 src.taken[st].assign(w_.scratch.data() + std::max(wr, 0), w_.scratch.data() + r);
         }
@@ -1023,6 +1079,7 @@ int connection::on_data(side& s, void* data, uint32_t len, int is_stderr) noexce
         w = st ? ssh_channel_write_stderr(dst.ch, data, n) : ssh_channel_write(dst.ch, data, n);
         if (w < 0)
             w = 0;
+        count_bytes(s.index, w);
     }
     s.leftover[st] = len - static_cast<uint32_t>(w);
     if (s.leftover[st] > 0)
@@ -1060,6 +1117,7 @@ void connection::on_agent_req(side& s) noexcept {
 }
 
 void connection::on_exit_status(side& s, int status) noexcept {
+    exit_status_ = status;
     auto& down = s.pair->s[0];
     if (down.ch && !down.close_out)
         ssh_channel_request_send_exit_status(down.ch, status);
@@ -1067,6 +1125,10 @@ void connection::on_exit_status(side& s, int status) noexcept {
 
 void connection::on_exit_signal(side& s, const char* signal, int core, const char* errmsg,
                                 const char* lang) noexcept {
+    try {
+        exit_signal_ = str(signal);
+    } catch (...) { // only the log line misses it
+    }
     auto& down = s.pair->s[0];
     if (down.ch && !down.close_out)
         ssh_channel_request_send_exit_signal(down.ch, signal ? signal : "KILL", core,
@@ -1076,11 +1138,13 @@ void connection::on_exit_signal(side& s, const char* signal, int core, const cha
 // ---------------------------------------------------------------------------------------------
 // Ending
 
-void connection::fail(const std::string& user_message, const std::string& log_detail) {
+void connection::fail(const std::string& user_message, const std::string& log_detail,
+                      std::string_view reason) {
     if (phase_ == phase::done)
         return;
     spdlog::info("ssh: {}{}{}: {} ({})", peer_, sandbox_id_.empty() ? "" : " sandbox ", sandbox_id_,
                  user_message, log_detail);
+    close_error_ = user_message;
     detail::readahead::scope reading(ra_);
     if (server_ && !closed(server_.get()) && phase_ != phase::kex) {
         std::string banner = "edgegate: " + user_message + "\r\n";
@@ -1097,26 +1161,107 @@ void connection::fail(const std::string& user_message, const std::string& log_de
             for (int i = 0; i < rounds && ssh_event_dopoll(event_.get(), 0) == SSH_OK; ++i) {
             }
     }
-    close("");
+    if (reason.empty())
+        reason = phase_ == phase::relay ? "error" : "login_failed";
+    close(reason);
 }
 
-void connection::close(const std::string& why) {
+void connection::close(std::string_view reason, const std::string& detail) {
     if (phase_ == phase::done)
         return;
-    if (!why.empty())
-        spdlog::debug("ssh: {}: {}", peer_, why);
+    if (!detail.empty())
+        spdlog::debug("ssh: {}: {}: {}", peer_, reason, detail);
+    auto was = phase_;
+    close_reason_ = reason;
+    if (token_presented_ && !login_counted_) {
+        using detail::login_outcome;
+        auto o = reason == "login_timeout"            ? login_outcome::timeout
+                 : reason == "too_many_auth_attempts" ? login_outcome::too_many_attempts
+                 : reason == "login_failed" && was >= phase::connecting
+                     ? login_outcome::runner_unavailable
+                 : reason == "login_failed" ? login_outcome::unavailable
+                                            : login_outcome::abandoned;
+        count_login(o);
+    }
+    if (was == phase::relay && reason == "client_error")
+        w_.metrics.relay_errors_client.inc();
+    if (was == phase::relay && reason == "runner_closed")
+        w_.metrics.relay_errors_runner.inc();
+    if (in_sessions_gauge_) {
+        in_sessions_gauge_ = false;
+        w_.metrics.sessions.dec();
+    }
     phase_ = phase::done;
     activity_.reset();
     grace_timer_.cancel();
     keepalive_timer_.cancel();
     release_sockets();
-    detail::readahead::scope reading(ra_);
-    if (upstream_ && !closed(upstream_.get()))
-        ssh_disconnect(upstream_.get());
-    if (server_ && !closed(server_.get()))
-        ssh_disconnect(server_.get());
+    {
+        detail::readahead::scope reading(ra_);
+        if (upstream_ && !closed(upstream_.get()))
+            ssh_disconnect(upstream_.get());
+        if (server_ && !closed(server_.get()))
+            ssh_disconnect(server_.get());
+    }
     ra_.forget(0);
     ra_.forget(1);
+    log_session();
+}
+
+void connection::count_login(detail::login_outcome o) noexcept {
+    if (login_counted_)
+        return;
+    login_counted_ = true;
+    w_.metrics.logins[static_cast<std::size_t>(o)].inc();
+}
+
+void connection::count_bytes(int from, int n) noexcept {
+    if (n <= 0)
+        return;
+    bytes_[from] += static_cast<std::uint64_t>(n);
+    (from == 0 ? w_.metrics.bytes_up : w_.metrics.bytes_down).inc(static_cast<std::uint64_t>(n));
+}
+
+// One line per client connection when it ends (never the token: the sandbox id, addresses,
+// counts and what the client was told).
+void connection::log_session() noexcept {
+    if (logged_)
+        return;
+    logged_ = true;
+    if (!edge::log::events_enabled())
+        return;
+    try {
+        using edge::log::field;
+        auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                            started_)
+                      .count();
+        auto opt = [](std::string_view k, const std::string& v) {
+            return v.empty() ? field::null(k) : field(k, v);
+        };
+        auto ch = [this](detail::channel_kind k) {
+            return channels_[static_cast<std::size_t>(k)];
+        };
+        using detail::channel_kind;
+        edge::log::event("ssh_session",
+                   {{"client", peer_},
+                    opt("sandbox", sandbox_id_),
+                    opt("runner", runner_host_),
+                    {"logged_in", logged_in_},
+                    {"channels_session", ch(channel_kind::session)},
+                    {"channels_direct_tcpip", ch(channel_kind::direct_tcpip)},
+                    {"channels_forwarded_tcpip", ch(channel_kind::forwarded_tcpip)},
+                    {"channels_auth_agent", ch(channel_kind::auth_agent)},
+                    {"channels_x11", ch(channel_kind::x11)},
+                    {"bytes_up", bytes_[0]},
+                    {"bytes_down", bytes_[1]},
+                    exit_status_ ? field("exit_status", *exit_status_) : field::null("exit_status"),
+                    opt("exit_signal", exit_signal_),
+                    {"duration_ms", std::round(ms * 10) / 10},
+                    {"close_reason", close_reason_},
+                    opt("error", close_error_)});
+    } catch (const std::exception& e) {
+        spdlog::error("ssh: {}: cannot write the session line: {}", peer_, e.what());
+    }
 }
 
 } // namespace edge::sshgw

@@ -6,6 +6,7 @@
 // epoll is edge-triggered), then its message queues are served. Lives on one worker thread; owned
 // by shared_ptr (pending waits and coroutines hold it).
 #include "auth/activity.hpp"
+#include "common/metrics.hpp"
 #include "routing/redis/redis_client.hpp"
 #include "sshgw/libssh.hpp"
 #include "sshgw/login.hpp"
@@ -15,12 +16,15 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -41,6 +45,39 @@ struct gateway_shared {
 class connection;
 
 namespace detail {
+// Channel types the gateway relays (an index into per-type counters).
+enum class channel_kind { session, direct_tcpip, forwarded_tcpip, auth_agent, x11 };
+inline constexpr std::size_t channel_kinds = 5;
+std::string_view channel_kind_name(channel_kind k) noexcept;
+
+// How a login ended (edgegate_ssh_logins_total{outcome}).
+enum class login_outcome {
+    ok,
+    invalid_token,
+    not_started,
+    not_found,
+    unavailable,        // the API did not answer
+    runner_unavailable, // the runner's SSH could not be reached, refused our key or host key
+    timeout,            // SSH_LOGIN_GRACE_SEC
+    too_many_attempts,
+    abandoned // the client left while its token was being checked
+};
+inline constexpr std::size_t login_outcomes = 9;
+
+// The gateway's series in the process registry; one set of handles per worker.
+struct gateway_metrics {
+    gateway_metrics();
+    metrics::counter accepted;      // edgegate_ssh_connections_total{result="accepted"}
+    metrics::counter refused;       // ... {result="refused"} (SSH_MAX_UNAUTHENTICATED)
+    metrics::gauge sessions;        // edgegate_ssh_sessions: logged in, relaying
+    metrics::counter logins[login_outcomes];
+    metrics::histogram login_seconds;                // accept → relay
+    metrics::counter channels[channel_kinds];        // opened, by type
+    metrics::counter channel_refusals[channel_kinds]; // the other side refused the open
+    metrics::counter bytes_up, bytes_down;           // channel payload relayed
+    metrics::counter relay_errors_client, relay_errors_runner;
+};
+
 // Everything a connection needs from its worker.
 struct worker_state {
     worker_state(boost::asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
@@ -56,6 +93,7 @@ struct worker_state {
     routing::redis::client* redis = nullptr; // runner host key pins, when Redis is configured
     std::vector<char> scratch;
     readahead_pool readahead_buffers;
+    gateway_metrics metrics;
     std::unordered_set<connection*> live;
     std::atomic<std::size_t> live_count{0}; // readable from any thread (shutdown drain)
 };
@@ -69,6 +107,8 @@ class connection : public std::enable_shared_from_this<connection> {
     // Ends the connection now (the gateway is going away): no more use of the worker's
     // services (activity tracker, API) from here on.
     void abort();
+    // The drain deadline: the client is told the gateway is restarting, then disconnected.
+    void end_for_restart();
 
     struct side;
     struct channel_pair;
@@ -121,9 +161,16 @@ class connection : public std::enable_shared_from_this<connection> {
     void service_pair(channel_pair& p);
     void reap_pairs();
 
-    void fail(const std::string& user_message, const std::string& log_detail);
-    void close(const std::string& why);
+    // Tells the client `user_message` (a banner before login, the disconnect message), logs
+    // `log_detail`, then close(reason). An empty reason: login_failed before the relay, error in it.
+    void fail(const std::string& user_message, const std::string& log_detail,
+              std::string_view reason = {});
+    // Ends the connection; `reason` goes to the session log line (close_reason).
+    void close(std::string_view reason, const std::string& detail = {});
     void release_sockets();
+    void count_login(detail::login_outcome o) noexcept;
+    void count_bytes(int from, int n) noexcept;
+    void log_session() noexcept;
 
   public: // called from libssh's C callbacks
     int on_data(side& s, void* data, uint32_t len, int is_stderr) noexcept;
@@ -163,6 +210,20 @@ class connection : public std::enable_shared_from_this<connection> {
     std::list<std::unique_ptr<channel_pair>> pairs_;
     std::deque<action> global_actions_;
     auth::activity_tracker::handle activity_; // heartbeats while the session lives
+
+    // For the session log line and the metrics.
+    std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+    bool token_presented_ = false;
+    bool login_counted_ = false;
+    bool in_sessions_gauge_ = false;
+    bool logged_in_ = false;
+    bool logged_ = false; // the session line is written
+    std::string close_reason_;
+    std::string close_error_; // what the client was told, when it was told something
+    std::uint64_t bytes_[2] = {0, 0}; // [0] client → runner, [1] runner → client
+    unsigned channels_[detail::channel_kinds] = {};
+    std::optional<int> exit_status_; // the last one a runner channel reported
+    std::string exit_signal_;
 };
 
 } // namespace edge::sshgw

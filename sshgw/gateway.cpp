@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -102,6 +103,55 @@ std::shared_ptr<gateway_shared> make_shared_state(std::shared_ptr<const conf::co
 }
 
 namespace detail {
+std::string_view channel_kind_name(channel_kind k) noexcept {
+    switch (k) {
+    case channel_kind::session: return "session";
+    case channel_kind::direct_tcpip: return "direct-tcpip";
+    case channel_kind::forwarded_tcpip: return "forwarded-tcpip";
+    case channel_kind::auth_agent: return "auth-agent";
+    case channel_kind::x11: return "x11";
+    }
+    return "?";
+}
+
+gateway_metrics::gateway_metrics() {
+    auto& reg = metrics::global();
+    constexpr auto conns = "edgegate_ssh_connections_total";
+    constexpr auto conns_help = "SSH client connections: accepted, or refused at accept "
+                                "(SSH_MAX_UNAUTHENTICATED)";
+    accepted = reg.counter(conns, conns_help, {{"result", "accepted"}});
+    refused = reg.counter(conns, conns_help, {{"result", "refused"}});
+    sessions = reg.gauge("edgegate_ssh_sessions", "SSH sessions logged in and relaying");
+    static constexpr const char* outcomes[login_outcomes] = {
+        "ok",      "invalid_token", "not_started",       "not_found", "unavailable",
+        "runner_unavailable", "timeout", "too_many_attempts", "abandoned"};
+    for (std::size_t i = 0; i < login_outcomes; ++i)
+        logins[i] = reg.counter("edgegate_ssh_logins_total",
+                                "SSH token logins by outcome (one per connection that offered a "
+                                "token)",
+                                {{"outcome", outcomes[i]}});
+    login_seconds = reg.histogram("edgegate_ssh_login_duration_seconds",
+                                  "From accept to the relay (key exchange, token check, runner "
+                                  "connection)",
+                                  {});
+    for (std::size_t i = 0; i < channel_kinds; ++i) {
+        auto type = channel_kind_name(static_cast<channel_kind>(i));
+        channels[i] = reg.counter("edgegate_ssh_channels_total", "SSH channels relayed, by type",
+                                  {{"type", type}});
+        channel_refusals[i] =
+            reg.counter("edgegate_ssh_channel_refusals_total",
+                        "SSH channel opens the other side refused, by type", {{"type", type}});
+    }
+    constexpr auto bytes = "edgegate_ssh_bytes_total";
+    constexpr auto bytes_help = "SSH channel data relayed (up: client to runner)";
+    bytes_up = reg.counter(bytes, bytes_help, {{"direction", "up"}});
+    bytes_down = reg.counter(bytes, bytes_help, {{"direction", "down"}});
+    constexpr auto errors = "edgegate_ssh_relay_errors_total";
+    constexpr auto errors_help = "SSH sessions ended by an error on one side (not a logout)";
+    relay_errors_client = reg.counter(errors, errors_help, {{"side", "client"}});
+    relay_errors_runner = reg.counter(errors, errors_help, {{"side", "runner"}});
+}
+
 worker_state::worker_state(asio::any_io_executor e, std::shared_ptr<gateway_shared> s,
                            auth::control_plane_client& api, routing::route_source& routes,
                            auth::key_holder& ssh_keys, auth::activity_tracker& activity_tracker)
@@ -135,7 +185,7 @@ struct gateway::impl {
          auth::activity_tracker& activity, routing::redis::client* redis)
         : state(std::make_shared<detail::worker_state>(ex, std::move(s), api, routes, keys,
                                                        activity)),
-          acceptor(ex) {
+          acceptor(ex), drain_timer(ex) {
         state->redis = redis;
     }
     ~impl() {
@@ -147,6 +197,7 @@ struct gateway::impl {
     }
     std::shared_ptr<detail::worker_state> state;
     tcp::acceptor acceptor;
+    asio::steady_timer drain_timer;
 };
 
 gateway::gateway(asio::any_io_executor ex, std::shared_ptr<gateway_shared> shared,
@@ -186,6 +237,27 @@ void gateway::start(const tcp::endpoint& ep) {
 void gateway::stop_accepting() {
     boost::system::error_code ignored;
     impl_->acceptor.close(ignored);
+}
+
+void gateway::drain(std::chrono::steady_clock::time_point deadline) {
+    stop_accepting();
+    using namespace std::chrono;
+    // Early enough for the disconnect messages to go out and the connections to be counted
+    // gone before the process's own deadline check.
+    auto left = deadline - steady_clock::now();
+    auto margin = std::min<steady_clock::duration>(seconds(1), left / 4);
+    impl_->drain_timer.expires_at(deadline - margin);
+    impl_->drain_timer.async_wait([state = impl_->state](const boost::system::error_code& ec) {
+        if (ec)
+            return;
+        auto live = state->live; // ending one removes it from the set
+        if (!live.empty())
+            spdlog::info("ssh: drain deadline: telling {} client(s) the gateway is restarting",
+                         live.size());
+        for (auto* c : live)
+            if (state->live.count(c))
+                c->end_for_restart();
+    });
 }
 
 std::size_t gateway::sessions() const noexcept {

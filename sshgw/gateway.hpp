@@ -13,6 +13,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -43,6 +44,10 @@ class gateway {
     void start(const boost::asio::ip::tcp::endpoint& ep);
     // Stops accepting; live sessions go on until their clients leave.
     void stop_accepting();
+    // SIGTERM: stops accepting at once; sessions go on until shortly before `deadline` (at most
+    // a second before), when each client is told the gateway is restarting and disconnected, so
+    // that the process can exit by the deadline.
+    void drain(std::chrono::steady_clock::time_point deadline);
     // Live connections of this worker; readable from any thread.
     std::size_t sessions() const noexcept;
 

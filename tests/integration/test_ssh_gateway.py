@@ -1,6 +1,7 @@
 """The SSH gateway with real OpenSSH on both sides: `ssh`/`scp`/`sftp` → edgegate → a real sshd
 standing in for the runner's SSH (tests/support/sshd.py, ssh_stack.py)."""
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+import prom  # noqa: E402
 import ssh_stack  # noqa: E402
 from ssh_stack import CLIENT_OPTS, PUBLIC_TOKEN, STOPPED_TOKEN, ssh_cmd  # noqa: E402
 from stack import free_port, wait_until  # noqa: E402
@@ -468,21 +470,147 @@ class RunnerHostKeyPinTest(ssh_stack.SshTestCase):
         self.assertIn("changed (SHA256:someone-else-s-key pinned in Redis", self.env.eg.output())
 
 
+def port_refuses(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
 class ShutdownTest(ssh_stack.SshTestCase):
-    def test_sigterm_lets_live_sessions_finish(self):
+    """SIGTERM: the SSH port refuses new connections at once, open sessions go on."""
+    edgegate_env = {"SHUTDOWN_TIMEOUT_SEC": 60}
+
+    def test_sigterm_lets_a_running_command_finish_and_refuses_new_connections(self):
         eg = self.env.eg
-        p = subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, "cat; echo bye"),
+        p = subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN,
+                                     "sleep 1; echo t1; sleep 2; cat; echo done"),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         self.addCleanup(p.kill)
-        wait_until(lambda: "logged in to sandbox" in eg.output(), 30, "the session to start")
+        self.assertEqual(p.stdout.readline(), b"t1\n")  # one second into the command
         eg.popen.terminate()
-        wait_until(lambda: "draining" in eg.output(), 10, "edgegate to start draining")
-        with self.assertRaises(OSError):  # no new connections
-            socket.create_connection(("127.0.0.1", self.env.ssh_port), timeout=5).close()
+        wait_until(lambda: port_refuses(self.env.ssh_port), 10,
+                   "the SSH port to refuse connections after SIGTERM")
+        r = self.ssh("true", timeout=30)
+        self.assertEqual(r.returncode, 255)
+        self.assertIn(b"refused", r.stderr)
+        # stdin still flows to the running command, its output back
         out, err = p.communicate(b"still here\n", timeout=30)
-        self.assertEqual((p.returncode, out), (0, b"still here\nbye\n"), err)
+        self.assertEqual((p.returncode, out), (0, b"still here\ndone\n"), err)
+        self.assertEqual(eg.popen.wait(15), 0)  # the last session is gone: exit at once
+        self.assertNotIn("restarting", eg.output())
+
+
+class ShutdownDeadlineTest(ssh_stack.SshTestCase):
+    """SHUTDOWN_TIMEOUT_SEC reached: the client is told the gateway is restarting."""
+    edgegate_env = {"SHUTDOWN_TIMEOUT_SEC": 2}
+
+    def test_a_long_session_gets_the_restart_message_at_the_deadline(self):
+        eg = self.env.eg
+        p = subprocess.Popen(ssh_cmd(self.env.ssh_port, PUBLIC_TOKEN, "echo started; sleep 120"),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(p.kill)
+        self.assertEqual(p.stdout.readline(), b"started\n")
+        signalled = time.monotonic()
+        eg.popen.terminate()
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 255, err)
+        self.assertIn(b"sandbox gateway is restarting, please reconnect", err)
         self.assertEqual(eg.popen.wait(15), 0)
+        # within the deadline (2 s), with slack for a loaded machine
+        self.assertLess(time.monotonic() - signalled, 4, eg.output()[-2000:])
+        events = session_events(eg.output())
+        self.assertEqual(events[-1]["close_reason"], "gateway_restart", events[-1])
+
+
+def session_events(log):
+    """The ssh_session lines of edgegate's log (LOG_FORMAT=json, the default)."""
+    events = []
+    for line in log.splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("msg") == "ssh_session":
+            events.append(rec)
+    return events
+
+
+class SessionLogAndMetricsTest(ssh_stack.SshTestCase):
+    """One ssh_session line per connection (never the token) and the SSH metrics."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.metrics_port = free_port()
+        cls.edgegate_env = {"METRICS_PORT": cls.metrics_port}
+        super().setUpClass()
+
+    def test_session_line_and_metrics_match_the_traffic(self):
+        sid = self.env.sandbox_id
+        before = prom.scrape(self.metrics_port)[0]
+        payload = os.urandom(100000)
+        echo = EchoServer()
+        self.addCleanup(echo.close)
+        # one session channel (exec, exit 3, 100000 bytes up, 5 down) ...
+        r = self.ssh("cat > /dev/null; echo -n hello; exit 3", input=payload)
+        self.assertEqual((r.returncode, r.stdout), (3, b"hello"), r.stderr)
+        # ... one direct-tcpip channel (ssh -W: 5000 bytes each way)
+        r = self.ssh("-W", f"127.0.0.1:{echo.port}", input=b"x" * 5000)
+        self.assertEqual(r.stdout, b"x" * 5000)
+        # ... and a failed login
+        r = self.ssh("true", token="NoSuchToken000000000000000000000")
+        self.assertEqual(r.returncode, 255)
+
+        def lines():
+            return session_events(self.env.eg.output())
+        wait_until(lambda: len(lines()) >= 3, 10, "three ssh_session lines")
+        self.assertEqual(len(lines()), 3, lines())
+        exec_line, = [e for e in lines() if e["channels_session"] == 1]
+        fwd_line, = [e for e in lines() if e["channels_direct_tcpip"] == 1]
+        failed, = [e for e in lines() if not e["logged_in"]]
+        self.assertEqual(exec_line["sandbox"], sid)
+        self.assertEqual(exec_line["logged_in"], True)
+        self.assertEqual(exec_line["channels_session"], 1)
+        self.assertEqual(exec_line["channels_direct_tcpip"], 0)
+        self.assertEqual(exec_line["bytes_up"], len(payload))
+        self.assertEqual(exec_line["bytes_down"], 5)
+        self.assertEqual(exec_line["exit_status"], 3)
+        self.assertEqual(exec_line["close_reason"], "client_closed")
+        self.assertIsNone(exec_line["error"])
+        self.assertGreater(exec_line["duration_ms"], 0)
+        self.assertEqual(exec_line["runner"], "127.0.0.1")
+        self.assertEqual((fwd_line["channels_session"], fwd_line["channels_direct_tcpip"]),
+                         (0, 1))
+        self.assertEqual((fwd_line["bytes_up"], fwd_line["bytes_down"]), (5000, 5000))
+        self.assertIsNone(fwd_line["exit_status"])
+        self.assertEqual(failed["logged_in"], False)
+        self.assertIsNone(failed["sandbox"])
+        self.assertEqual(failed["close_reason"], "login_failed")
+        self.assertEqual(failed["error"], "invalid or expired token")
+        log = self.env.eg.output()
+        for token in ("NoSuchToken000000000000000000000", PUBLIC_TOKEN):
+            self.assertNotIn(token, log)
+
+        after = prom.scrape(self.metrics_port)[0]
+
+        def delta(name, **labels):
+            return after.total(name, **labels) - before.total(name, **labels)
+        self.assertEqual(delta("edgegate_ssh_connections_total", result="accepted"), 3)
+        self.assertEqual(delta("edgegate_ssh_logins_total", outcome="ok"), 2)
+        self.assertEqual(delta("edgegate_ssh_logins_total", outcome="invalid_token"), 1)
+        self.assertEqual(delta("edgegate_ssh_channels_total", type="session"), 1)
+        self.assertEqual(delta("edgegate_ssh_channels_total", type="direct-tcpip"), 1)
+        self.assertEqual(delta("edgegate_ssh_bytes_total", direction="up"), len(payload) + 5000)
+        self.assertEqual(delta("edgegate_ssh_bytes_total", direction="down"), 5 + 5000)
+        self.assertEqual(delta("edgegate_ssh_relay_errors_total"), 0)
+        self.assertEqual(after.value("edgegate_ssh_sessions"), 0)
+        self.assertEqual(delta("edgegate_ssh_login_duration_seconds_count"), 2)
+        text = prom.ops_get(self.metrics_port, "/metrics")[2].decode()
+        for secret in (sid, PUBLIC_TOKEN, "127.0.0.1"):
+            self.assertNotIn(secret, text)
 
 
 class RunnerUnreachableTest(ssh_stack.SshTestCase):
