@@ -189,9 +189,10 @@ awaitable<decision> authorizer::authorize(const request_view& v) {
     };
     const std::string id(v.id);
     const std::string ip(v.client_ip);
+    const std::string tp(v.traceparent);
 
     if (auto t = bearer_token(h); !t.empty()) {
-        auto o = co_await check(check_kind::bearer, id, std::string(t), 0, ip);
+        auto o = co_await check(check_kind::bearer, id, std::string(t), 0, ip, tp);
         if (o.r == check_outcome::result::allowed) {
             auto d = allow(auth_method::bearer);
             d.strip_authorization = true;
@@ -200,13 +201,13 @@ awaitable<decision> authorizer::authorize(const request_view& v) {
         note(o, "Bearer token");
     }
     if (auto t = preview_token_header(h); !t.empty()) {
-        auto o = co_await check(check_kind::preview_token, id, std::string(t), 0, ip);
+        auto o = co_await check(check_kind::preview_token, id, std::string(t), 0, ip, tp);
         if (o.r == check_outcome::result::allowed)
             co_return allow(auth_method::preview_token_header);
         note(o, "X-Daytona-Preview-Token");
     }
     if (auto t = query_param(v.target, auth_key_param)) {
-        auto o = co_await check(check_kind::preview_token, id, std::move(*t), 0, ip);
+        auto o = co_await check(check_kind::preview_token, id, std::move(*t), 0, ip, tp);
         if (o.r == check_outcome::result::allowed) {
             auto d = allow(auth_method::query_key);
             d.target = remove_query_param(v.target, auth_key_param);
@@ -217,7 +218,7 @@ awaitable<decision> authorizer::authorize(const request_view& v) {
     if (auto d = cookie_decision(v))
         co_return std::move(*d);
     if (v.mode == request_mode::preview) {
-        auto o = co_await check(check_kind::signed_url, id, id, v.port, ip);
+        auto o = co_await check(check_kind::signed_url, id, id, v.port, ip, tp);
         if (o.r == check_outcome::result::allowed) {
             auto d = allow(auth_method::signed_url);
             d.signed_sandbox_id = o.sandbox_id;
@@ -289,7 +290,7 @@ decision authorizer::fail(const request_view& v, const std::vector<std::string>&
 
 awaitable<check_outcome> authorizer::check(check_kind kind, std::string sandbox,
                                            std::string credential, std::uint16_t port,
-                                           std::string client_ip) {
+                                           std::string client_ip, std::string traceparent) {
     const auto key = check_key(kind, sandbox, credential, port);
     auto f = shared_.cache.lookup(key);
     if (f.s == decision_cache::state::allowed)
@@ -299,8 +300,8 @@ awaitable<check_outcome> authorizer::check(check_kind kind, std::string sandbox,
 
     const auto deadline = clock::now() + opts_.lookup_timeout;
     std::function<awaitable<check_outcome>()> work = [this, kind, key, sandbox, credential, port,
-                                                      client_ip]() {
-        return fetch(kind, key, sandbox, credential, port, client_ip);
+                                                      client_ip, traceparent]() {
+        return fetch(kind, key, sandbox, credential, port, client_ip, traceparent);
     };
     auto r = co_await shared_.flights.run(hex(key), deadline, std::move(work));
     check_outcome out;
@@ -346,7 +347,7 @@ std::optional<check_outcome> parse_shared(const std::string& text, std::int64_t&
 
 awaitable<check_outcome> authorizer::fetch(check_kind kind, digest key, std::string sandbox,
                                            std::string credential, std::uint16_t port,
-                                           std::string client_ip) {
+                                           std::string client_ip, std::string traceparent) {
     const bool use_redis = redis_ && redis_->current_state() == routing::redis::state::connected;
     const std::string rkey = use_redis ? redis_check_key(key) : std::string();
     if (use_redis) {
@@ -365,7 +366,7 @@ awaitable<check_outcome> authorizer::fetch(check_kind kind, digest key, std::str
         }
     }
     ++shared_.api_checks;
-    auto out = co_await ask_api(kind, sandbox, credential, port, client_ip);
+    auto out = co_await ask_api(kind, sandbox, credential, port, client_ip, traceparent);
     if (out.r == check_outcome::result::unavailable) {
         spdlog::warn("preview auth: {} check for sandbox {} unavailable: {}",
                      kind == check_kind::bearer          ? "bearer"
@@ -400,7 +401,8 @@ awaitable<check_outcome> authorizer::fetch(check_kind kind, digest key, std::str
 
 awaitable<check_outcome> authorizer::ask_api(check_kind kind, const std::string& sandbox,
                                              const std::string& credential, std::uint16_t port,
-                                             const std::string& client_ip) {
+                                             const std::string& client_ip,
+                                             const std::string& traceparent) {
     check_outcome out;
     if (!routing::valid_id(sandbox)) {
         out.r = check_outcome::result::denied;
@@ -408,19 +410,23 @@ awaitable<check_outcome> authorizer::ask_api(check_kind kind, const std::string&
     }
     shared_.proxy_keys.check_file(); // a rotated key file is picked up before the call
     boost::system::result<api_response> r;
+    control_plane_client::call_options co;
+    if (!traceparent.empty())
+        co.headers.emplace_back("traceparent", traceparent);
     if (kind == check_kind::bearer) {
-        control_plane_client::call_options co;
         if (!client_ip.empty())
             co.headers.emplace_back("X-Forwarded-For", client_ip);
         std::string path = "/preview/" + sandbox + "/access";
         r = co_await api_.call(std::move(path), credential, "preview/access", std::move(co));
     } else if (kind == check_kind::preview_token) {
         std::string path = "/preview/" + sandbox + "/validate/" + query_escape(credential);
-        r = co_await api_.get(std::move(path), shared_.proxy_keys.key(), "preview/validate");
+        r = co_await api_.call(std::move(path), shared_.proxy_keys.key(), "preview/validate",
+                               std::move(co));
     } else {
         std::string path = "/preview/" + sandbox + "/" + std::to_string(port) + "/sandbox-id";
-        r = co_await api_.get(std::move(path), shared_.proxy_keys.key(), "preview/sandbox-id",
-                              false);
+        co.expect_json = false;
+        r = co_await api_.call(std::move(path), shared_.proxy_keys.key(), "preview/sandbox-id",
+                               std::move(co));
     }
     if (!r) {
         out.detail = r.error().message();

@@ -121,14 +121,17 @@ class authorizer {
     auth_shared& shared() noexcept { return shared_; }
 
   private:
+    // `client_ip` and `traceparent` go with the API call (X-Forwarded-For, trace context).
     awaitable<check_outcome> check(check_kind kind, std::string sandbox, std::string credential,
-                                   std::uint16_t port, std::string client_ip);
+                                   std::uint16_t port, std::string client_ip,
+                                   std::string traceparent);
     awaitable<check_outcome> fetch(check_kind kind, digest key, std::string sandbox,
                                    std::string credential, std::uint16_t port,
-                                   std::string client_ip);
+                                   std::string client_ip, std::string traceparent);
     awaitable<check_outcome> ask_api(check_kind kind, const std::string& sandbox,
                                      const std::string& credential, std::uint16_t port,
-                                     const std::string& client_ip);
+                                     const std::string& client_ip,
+                                     const std::string& traceparent);
     std::optional<decision> cookie_decision(const request_view& v) const;
     decision fail(const request_view& v, const std::vector<std::string>& failures,
                   const std::string& unavailable_detail) const;

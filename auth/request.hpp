@@ -91,6 +91,7 @@ struct request_view {
     bool websocket = false;     // an Upgrade: websocket (or an RFC 8441 CONNECT)
     bool sandbox_public = false; // the route's public status (ignored for reserved ports)
     std::string_view client_ip; // appended to X-Forwarded-For on the user's access check
+    std::string_view traceparent; // W3C trace context for the API calls this request makes
     const header_lookup* headers = nullptr;
 };
 

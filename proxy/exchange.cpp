@@ -51,13 +51,21 @@ std::string url_encode(std::string_view s) {
 // Random hex digits for request ids and trace/span ids (not secrets: a fast generator).
 void random_hex(char* out, std::size_t n) {
     static constexpr char hex[] = "0123456789abcdef";
-    thread_local std::mt19937_64 gen{std::random_device{}()};
+    // xorshift64*: fast and well spread (these ids are not secrets).
+    thread_local std::uint64_t state = std::random_device{}() | 1;
     std::uint64_t bits = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        if (i % 16 == 0)
-            bits = gen();
-        out[i] = hex[bits & 15];
-        bits >>= 4;
+    for (std::size_t i = 0; i < n; i += 2) {
+        if (i % 16 == 0) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            bits = state * 0x2545F4914F6CDD1DULL;
+        }
+        const unsigned byte = bits & 0xFF;
+        bits >>= 8;
+        out[i] = hex[byte >> 4];
+        if (i + 1 < n)
+            out[i + 1] = hex[byte & 15];
     }
 }
 
@@ -241,6 +249,7 @@ auth::request_view exchange::make_view(const routing::host_target& t, auth::requ
     v.mode = mode;
     v.websocket = req_.upgrade_websocket;
     v.client_ip = client_ip_;
+    v.traceparent = traceparent();
     v.headers = &req_headers_;
     return v;
 }
@@ -704,8 +713,17 @@ awaitable<h1::parse_result> read_response_head(timed_socket& up, byte_buffer& bu
         }
         if (r.status != h1::parse_status::need_more)
             co_return r;
-        auto [rec, n] = co_await read_some(up, buf.prepare(16 * 1024));
+        // Readiness first, then the read: a read tried at once after sending the request
+        // would find nothing (the runner has not answered yet) and cost a system call.
+        if (auto wec = co_await wait_readable(up)) {
+            ec = wec;
+            co_return r;
+        }
+        error_code rec;
+        const std::size_t n = read_now(up, buf.prepare(16 * 1024), rec);
         buf.commit(n);
+        if (rec == asio::error::would_block || rec == asio::error::try_again)
+            continue;
         if (rec) {
             ec = up.result(rec);
             co_return r;

@@ -86,6 +86,19 @@ class AccessLogTest(StackTestCase):
         (line,) = self.access_lines(mark, 1)
         self.assertEqual((line["status"], line["request_id"]), (401, body["requestId"]))
 
+    def test_trace_context_reaches_the_api(self):
+        token = "trace-token-0123456789abcdef"
+        sid = self.stack.add_sandbox(public=False, previewTokens=[token])
+        self.stack.cp_reset()
+        r = self.preview("/echo", "-H", f"X-Daytona-Preview-Token: {token}",
+                         "-H", f"traceparent: {TRACEPARENT}",
+                         host=self.stack.preview_host(sid))
+        self.assertEqual(r.status, 200, r)
+        checks = [c for c in self.stack.cp_calls() if "/validate/" in c["path"]]
+        self.assertEqual(len(checks), 1, checks)
+        headers = {k.lower(): v for k, v in checks[0]["headers"].items()}
+        self.assertRegex(headers.get("traceparent", ""), rf"^00-{TRACE}-[0-9a-f]{{16}}-01$")
+
     def test_token_is_never_logged_and_auth_method_is(self):
         mark = self.eg.mark()
         r = self.preview(f"/echo?DAYTONA_SANDBOX_AUTH_KEY={PRIVATE_TOKEN}", sandbox="private")
