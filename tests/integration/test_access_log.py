@@ -10,11 +10,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "support"))
 from client import assert_error, curl  # noqa: E402
 from prom import scrape  # noqa: E402
-from stack import StackTestCase, free_port, wait_until  # noqa: E402
+from stack import StackTestCase, free_port, start_process, wait_until  # noqa: E402
+from wsclient import WsClient  # noqa: E402
 
 PRIVATE_TOKEN = "ed08887e4a77970acaaea751159391a9"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
+SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
 class AccessLogTest(StackTestCase):
@@ -26,6 +28,9 @@ class AccessLogTest(StackTestCase):
         cls.metrics_port = free_port()
         cls.eg = cls.stack.start_edgegate({"METRICS_PORT": cls.metrics_port,
                                            "LOG_FORMAT": "json"})
+        cls.ws_app = start_process(["/usr/bin/python3", os.path.join(SUPPORT, "ws_app.py")],
+                                   name="ws_app")
+        cls.addClassCleanup(cls.ws_app.stop)
 
     def access_lines(self, mark, n):
         """Waits for `n` access lines logged since `mark`; returns them parsed."""
@@ -98,6 +103,29 @@ class AccessLogTest(StackTestCase):
         self.assertEqual(len(checks), 1, checks)
         headers = {k.lower(): v for k, v in checks[0]["headers"].items()}
         self.assertRegex(headers.get("traceparent", ""), rf"^00-{TRACE}-[0-9a-f]{{16}}-01$")
+
+    def test_websocket_tunnel_is_counted_and_logged_when_it_ends(self):
+        before, _ = scrape(self.metrics_port)
+        mark = self.eg.mark()
+        ws = WsClient.connect("127.0.0.1", self.eg.port,
+                              host=self.stack.preview_host("public", self.ws_app.port),
+                              path="/echo")
+        ws.send_text("x" * 1000)
+        self.assertEqual(ws.recv_text(), "x" * 1000)
+        during, _ = scrape(self.metrics_port)
+        self.assertEqual(during.value("edgegate_websockets", protocol="h1")
+                         - before.value("edgegate_websockets", protocol="h1"), 1)
+        ws.close()
+        (line,) = self.access_lines(mark, 1)
+        self.assertEqual((line["protocol"], line["status"]), ("ws", 101))
+        self.assertGreater(line["bytes_in"], 1000)
+        self.assertGreater(line["bytes_out"], 1000)
+        after, _ = scrape(self.metrics_port)
+        labels = {"protocol": "ws", "method": "GET", "status_class": "1xx"}
+        self.assertEqual(after.value("edgegate_http_requests_total", **labels)
+                         - before.value("edgegate_http_requests_total", **labels), 1)
+        self.assertEqual(after.value("edgegate_websockets", protocol="h1"),
+                         before.value("edgegate_websockets", protocol="h1"))
 
     def test_token_is_never_logged_and_auth_method_is(self):
         mark = self.eg.mark()
