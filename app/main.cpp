@@ -507,6 +507,9 @@ int main(int argc, char** argv) {
         hup.async_wait(on_hup);
         listeners_up.store(true);
         rt.run();
+        // Connections still open (past the drain deadline) are coroutines owned by the
+        // io_contexts: they end now, while the workers they refer to still exist.
+        rt.shutdown();
         spdlog::info("stopped");
     } catch (const std::exception& e) {
         spdlog::critical("startup failed: {}", e.what());

@@ -5,11 +5,25 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 namespace edge {
+namespace {
+// An io_context whose shutdown (pending handlers destroyed, services shut down) can be asked
+// for before its destruction.
+struct context final : boost::asio::io_context {
+    using io_context::io_context;
+    using boost::asio::execution_context::shutdown;
+};
+} // namespace
+
+void runtime::shutdown() {
+    for (auto& c : contexts_)
+        static_cast<context&>(*c).shutdown();
+}
+
 runtime::runtime(unsigned workers) {
     if (workers == 0)
         workers = std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < workers; ++i)
-        contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+        contexts_.push_back(std::make_unique<context>(1));
 }
 
 runtime::~runtime() {

@@ -21,6 +21,10 @@ class runtime {
     // Runs worker 0 on the calling thread and the others on their own threads.
     void run();
     void stop();
+    // After run(): destroys every pending handler and coroutine (the io_contexts stay, so the
+    // sockets and timers owned elsewhere can still be destroyed afterwards). Call it before
+    // destroying what those coroutines refer to.
+    void shutdown();
 
   private:
     std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;

@@ -382,11 +382,13 @@ class session final : public exchange {
                                 " did not accept a connection within " +
                                 std::to_string(cfg_->upstream_connect_timeout_sec) + " s",
                             client_keep && bodyless);
-                    co_return co_await reply_error(
-                        502,
-                        "runner at " + route.host_port + " is unreachable: " +
-                            (detail.empty() ? ec.message() : detail),
-                        client_keep && bodyless);
+                    // (Built first: g++ 12 mishandles a ?: of strings inside co_await.)
+                    if (detail.empty())
+                        detail = ec.message();
+                    std::string message =
+                        "runner at " + route.host_port + " is unreachable: " + detail;
+                    co_return co_await reply_error(502, std::move(message),
+                                                   client_keep && bodyless);
                 }
                 up_buf.clear();
 

@@ -624,9 +624,12 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
                         504, "runner at " + route.host_port +
                                  " did not accept a connection within " +
                                  std::to_string(cfg_->upstream_connect_timeout_sec) + " s");
-                co_return co_await reply_error(502, "runner at " + route.host_port +
-                                                        " is unreachable: " +
-                                                        (detail.empty() ? cec.message() : detail));
+                // (Built first: g++ 12 mishandles a ?: of strings inside co_await.)
+                if (detail.empty())
+                    detail = cec.message();
+                std::string message =
+                    "runner at " + route.host_port + " is unreachable: " + detail;
+                co_return co_await reply_error(502, std::move(message));
             }
             if (is_closed)
                 co_return false;
