@@ -597,7 +597,9 @@ class session final : public exchange {
             if (!co_await flush(*upstream_))
                 co_return false;
         }
-        // An open tunnel holds no buffer while idle: each read borrows one from the pool.
+        // An open tunnel holds no buffer while idle: each read borrows one from the pool. What
+        // the access line needs of the head (views into in_) is copied first.
+        keep_head_for_log();
         ctx_.give_back(up_buf.release(relay_buffer_size));
         in_.release(0);
         in_used_ = 0;
@@ -617,6 +619,26 @@ class session final : public exchange {
         client_.going_away_hook = nullptr;
         upstream_.reset();
         co_return false;
+    }
+
+    // Copies the request's method, target and host (and the sandbox id within the host) out of
+    // the read buffer, which a tunnel gives up; the fields are dropped.
+    void keep_head_for_log() {
+        const char* host_at = req_.host.data();
+        const bool id_in_host = !view_.id.empty() && view_.id.data() >= host_at &&
+                                view_.id.data() + view_.id.size() <= host_at + req_.host.size();
+        const std::size_t id_offset = id_in_host ? static_cast<std::size_t>(view_.id.data() - host_at) : 0;
+        kept_head_.assign(req_.method).append(req_.target).append(req_.host);
+        const std::string_view all = kept_head_;
+        const std::size_t m = req_.method.size(), t = req_.target.size();
+        req_.method = all.substr(0, m);
+        req_.target = all.substr(m, t);
+        req_.host = all.substr(m + t);
+        if (id_in_host)
+            view_.id = req_.host.substr(id_offset, view_.id.size());
+        else
+            view_.id = {};
+        req_.fields.clear();
     }
 
     // The drain deadline nears: each direction of the tunnel ends with a close frame (1001) at
@@ -739,6 +761,7 @@ class session final : public exchange {
     char chunk_line_[24];
     bool tunnel_half_closed_ = false; // a WebSocket tunnel with one direction ended
     bool going_away_ = false;         // the drain deadline nears: close the tunnel politely
+    std::string kept_head_;           // a tunnel's method, target and host (see keep_head_for_log)
     ws_frame_tracker up_frames_, down_frames_; // frame boundaries of each tunnel direction
     bool first_request_ = true;
 };
