@@ -49,23 +49,27 @@ std::string url_encode(std::string_view s) {
 }
 
 // Random hex digits for request ids and trace/span ids (not secrets: a fast generator).
+// Lowercase hex, n digits (even), from xorshift64*: fast and well spread; these ids are not
+// secrets. Eight random bits give two digits at once through a 256-entry table.
 void random_hex(char* out, std::size_t n) {
-    static constexpr char hex[] = "0123456789abcdef";
-    // xorshift64*: fast and well spread (these ids are not secrets).
-    thread_local std::uint64_t state = std::random_device{}() | 1;
-    std::uint64_t bits = 0;
-    for (std::size_t i = 0; i < n; i += 2) {
-        if (i % 16 == 0) {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            bits = state * 0x2545F4914F6CDD1DULL;
+    static constexpr auto pairs = [] {
+        std::array<char, 512> t{};
+        constexpr char hex[] = "0123456789abcdef";
+        for (unsigned b = 0; b < 256; ++b) {
+            t[2 * b] = hex[b >> 4];
+            t[2 * b + 1] = hex[b & 15];
         }
-        const unsigned byte = bits & 0xFF;
-        bits >>= 8;
-        out[i] = hex[byte >> 4];
-        if (i + 1 < n)
-            out[i + 1] = hex[byte & 15];
+        return t;
+    }();
+    thread_local std::uint64_t state = std::random_device{}() | 1;
+    for (std::size_t i = 0; i < n; i += 16) {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        std::uint64_t bits = state * 0x2545F4914F6CDD1DULL;
+        const std::size_t stop = std::min(n, i + 16);
+        for (std::size_t j = i; j < stop; j += 2, bits >>= 8)
+            std::memcpy(out + j, &pairs[2 * (bits & 0xFF)], 2);
     }
 }
 
@@ -713,17 +717,14 @@ awaitable<h1::parse_result> read_response_head(timed_socket& up, byte_buffer& bu
         }
         if (r.status != h1::parse_status::need_more)
             co_return r;
-        // Readiness first, then the read: a read tried at once after sending the request
-        // would find nothing (the runner has not answered yet) and cost a system call.
-        if (auto wec = co_await wait_readable(up)) {
-            ec = wec;
-            co_return r;
-        }
-        error_code rec;
-        const std::size_t n = read_now(up, buf.prepare(16 * 1024), rec);
+        // The runner has rarely answered the instant its request is written: a read tried now
+        // would find nothing and cost a system call (and waiting for readiness costs an
+        // epoll_ctl). Other connections' ready work goes first, then the read, which by then
+        // usually finds the answer.
+        if (buf.size() == 0 && !up.tls)
+            co_await asio::post(co_await asio::this_coro::executor, use_nothrow);
+        auto [rec, n] = co_await read_some(up, buf.prepare(16 * 1024));
         buf.commit(n);
-        if (rec == asio::error::would_block || rec == asio::error::try_again)
-            continue;
         if (rec) {
             ec = up.result(rec);
             co_return r;
