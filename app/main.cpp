@@ -54,7 +54,8 @@ Settings (environment, Daytona's names; see docs/configuration.md):
   PROXY_PORT=4000               HTTP listen port          BIND_ADDRESS=0.0.0.0
   PROXY_PROTOCOL=http           scheme of preview URLs (http|https)
   API_CLIENT_TIMEOUT_SEC=60     per-call timeout toward the API
-  ENABLE_TLS=false, TLS_CERT_FILE, TLS_KEY_FILE, RUNNER_CA_FILE (CAs for https runners)
+  ENABLE_TLS=false, TLS_CERT_FILE, TLS_KEY_FILE, TLS_SNI_CERTS (more certificates chosen by
+  SNI: CERT:KEY,CERT:KEY), RUNNER_CA_FILE (CAs for https runners)
   REDIS_HOST, REDIS_PORT=6379, REDIS_USERNAME, REDIS_PASSWORD, REDIS_TLS=false,
   REDIS_TIMEOUT_MS=500, ROUTE_LOOKUP_TIMEOUT_MS=2000, ROUTE_STALE_MAX_SEC=300,
   ROUTE_CACHE_MAX_ENTRIES=1000000, ROUTE_CACHE_MAX_MB=256
@@ -177,11 +178,14 @@ int main(int argc, char** argv) {
         // leave the current one serving.
         std::unique_ptr<edge::proxy::tls_store> tls;
         if (cfg->enable_tls) {
-            tls = std::make_unique<edge::proxy::tls_store>(cfg->tls_cert_file, cfg->tls_key_file);
+            std::vector<edge::proxy::cert_files> certs{{cfg->tls_cert_file, cfg->tls_key_file}};
+            for (const auto& [cert, key] : cfg->tls_sni_pairs)
+                certs.push_back({cert, key, "TLS_SNI_CERTS", "TLS_SNI_CERTS"});
+            tls = std::make_unique<edge::proxy::tls_store>(std::move(certs));
             std::string error;
             if (!tls->reload(error))
                 throw std::runtime_error(error);
-            spdlog::info("TLS on port {}: {}", cfg->proxy_port, tls->current()->subject());
+            spdlog::info("TLS on port {}: {}", cfg->proxy_port, tls->current()->describe());
         }
 
         // TLS toward runners whose proxyUrl is https (system CAs plus RUNNER_CA_FILE).
@@ -480,7 +484,7 @@ int main(int argc, char** argv) {
                 }
                 if (tls)
                     spdlog::info("SIGHUP: TLS certificate reloaded: {}",
-                                 tls->current()->subject());
+                                 tls->current()->describe());
                 access.reload_keys();
                 auto plan = edge::conf::plan_reload(*current, *fresh);
                 for (auto& key : plan.need_restart)

@@ -172,6 +172,7 @@ const std::vector<std::string>& known_keys() {
                                                   "ENABLE_TLS",
                                                   "TLS_CERT_FILE",
                                                   "TLS_KEY_FILE",
+                                                  "TLS_SNI_CERTS",
                                                   "RUNNER_CA_FILE",
                                                   "COOKIE_DOMAIN",
                                                   "OIDC_CLIENT_ID",
@@ -294,6 +295,24 @@ load_result load(const key_values& env, const key_values& file) {
     l.flag("ENABLE_TLS", c.enable_tls);
     l.text("TLS_CERT_FILE", c.tls_cert_file);
     l.text("TLS_KEY_FILE", c.tls_key_file);
+    l.text("TLS_SNI_CERTS", c.tls_sni_certs);
+    c.tls_sni_pairs.clear();
+    for (std::string_view rest = c.tls_sni_certs; !rest.empty();) {
+        const auto comma = rest.find(',');
+        std::string_view item = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        while (!item.empty() && (item.front() == ' ' || item.back() == ' '))
+            item = item.front() == ' ' ? item.substr(1) : item.substr(0, item.size() - 1);
+        if (item.empty())
+            continue;
+        const auto colon = item.find(':');
+        if (colon == std::string_view::npos || colon == 0 || colon + 1 == item.size()) {
+            l.bad("TLS_SNI_CERTS", std::string(item),
+                  "comma-separated CERT_FILE:KEY_FILE pairs of PEM files");
+            continue;
+        }
+        c.tls_sni_pairs.emplace_back(item.substr(0, colon), item.substr(colon + 1));
+    }
     l.text("RUNNER_CA_FILE", c.runner_ca_file);
     if (!c.runner_ca_file.empty() && !readable(c.runner_ca_file))
         l.bad("RUNNER_CA_FILE", c.runner_ca_file, "a readable PEM CA bundle");
@@ -305,6 +324,10 @@ load_result load(const key_values& env, const key_values& file) {
             else if (!readable(*path))
                 l.bad(key, *path, "a readable PEM file");
         }
+        for (const auto& [cert, key] : c.tls_sni_pairs)
+            for (const auto* path : {&cert, &key})
+                if (!readable(*path))
+                    l.bad("TLS_SNI_CERTS", *path, "a readable PEM file");
     }
 
     l.text("COOKIE_DOMAIN", c.cookie_domain);

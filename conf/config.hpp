@@ -36,6 +36,9 @@ struct config {
     // Extra CAs (PEM) trusted for runners whose proxyUrl is https, beside the system's.
     std::string runner_ca_file;
     std::string tls_key_file;
+    // TLS_SNI_CERTS: more certificates, chosen by the client's SNI ("CERT:KEY,CERT:KEY").
+    std::string tls_sni_certs;
+    std::vector<std::pair<std::string, std::string>> tls_sni_pairs; // parsed from it
 
     // Preview auth
     unsigned auth_lookup_timeout_ms = 5000; // a request waits this long for an uncached check

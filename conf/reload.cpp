@@ -65,6 +65,7 @@ const std::vector<fixed_setting>& fixed() {
         {"ENABLE_TLS", text(&config::enable_tls)},
         {"TLS_CERT_FILE", text(&config::tls_cert_file)},
         {"TLS_KEY_FILE", text(&config::tls_key_file)},
+        {"TLS_SNI_CERTS", text(&config::tls_sni_certs)},
         {"RUNNER_CA_FILE", text(&config::runner_ca_file)},
         {"AUTH_LOOKUP_TIMEOUT_MS", text(&config::auth_lookup_timeout_ms)},
         {"AUTH_CACHE_MAX_ENTRIES", text(&config::auth_cache_max_entries)},

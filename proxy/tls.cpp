@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <spdlog/spdlog.h>
 
@@ -64,16 +65,67 @@ error_code ssl_failure(SSL* ssl, int ret) {
 
 } // namespace
 
-std::shared_ptr<tls_server_context> tls_server_context::load(const std::string& cert_file,
-                                                             const std::string& key_file,
-                                                             std::string& error) {
-    ERR_clear_error();
+namespace {
+
+std::string lower(std::string_view s) {
+    std::string out(s);
+    for (auto& c : out)
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<char>(c - 'A' + 'a');
+    return out;
+}
+
+// The DNS names a certificate serves: its subjectAltName entries, or its common name when it has
+// none (as browsers no longer accept, but curl and OpenSSL still do).
+std::vector<std::string> dns_names(X509* cert) {
+    std::vector<std::string> out;
+    auto* sans = static_cast<GENERAL_NAMES*>(
+        X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+    if (sans) {
+        for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
+            const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
+            if (n->type != GEN_DNS)
+                continue;
+            const auto* s = n->d.dNSName;
+            out.push_back(lower({reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                 static_cast<std::size_t>(ASN1_STRING_length(s))}));
+        }
+        GENERAL_NAMES_free(sans);
+        return out;
+    }
+    char cn[256];
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0)
+        out.push_back(lower(cn));
+    return out;
+}
+
+// `name` (lowercase, no trailing dot) against a certificate name: exact, or "*.rest" for exactly
+// one label in front of "rest".
+bool name_matches(std::string_view pattern, std::string_view name) {
+    if (pattern.starts_with("*.")) {
+        const auto dot = name.find('.');
+        return dot != std::string_view::npos && dot > 0 && name.substr(dot + 1) == pattern.substr(2);
+    }
+    return pattern == name;
+}
+
+int on_server_name(SSL* ssl, int*, void* arg) {
+    const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!sni)
+        return SSL_TLSEXT_ERR_OK; // no SNI: the default certificate
+    const auto& chosen = static_cast<const tls_server_context*>(arg)->select(sni);
+    if (chosen.ctx != SSL_get_SSL_CTX(ssl))
+        SSL_set_SSL_CTX(ssl, chosen.ctx);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+// One certificate's context; nullptr with `error` set when the files do not make one.
+SSL_CTX* make_server_ctx(const cert_files& files, std::string& error) {
     SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         error = openssl_error("cannot create a TLS context");
         return nullptr;
     }
-    std::shared_ptr<tls_server_context> out(new tls_server_context(ctx));
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
@@ -81,38 +133,95 @@ std::shared_ptr<tls_server_context> tls_server_context::load(const std::string& 
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
-        SSL_CTX_set1_groups_list(ctx, "X25519:prime256v1:secp384r1") != 1) {
-        error = openssl_error("cannot set the TLS ciphers");
-        return nullptr;
-    }
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
-        error = openssl_error("TLS_CERT_FILE " + cert_file + " is not a usable PEM certificate chain");
-        return nullptr;
-    }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-        error = openssl_error("TLS_KEY_FILE " + key_file + " is not a usable PEM private key");
-        return nullptr;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        error = openssl_error("TLS_KEY_FILE does not match the certificate in TLS_CERT_FILE");
-        return nullptr;
-    }
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
-    if (X509* cert = SSL_CTX_get0_certificate(ctx)) {
-        char name[512];
-        X509_NAME_oneline(X509_get_subject_name(cert), name, sizeof name);
-        out->subject_ = name;
+    std::string what;
+    if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:prime256v1:secp384r1") != 1)
+        what = "cannot set the TLS ciphers";
+    else if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
+        what = files.cert_setting + " " + files.cert + " is not a usable PEM certificate chain";
+    else if (SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) != 1)
+        what = files.key_setting + " " + files.key + " is not a usable PEM private key";
+    else if (SSL_CTX_check_private_key(ctx) != 1)
+        what = files.key_setting + " " + files.key + " does not match the certificate in " +
+               files.cert;
+    if (!what.empty()) {
+        error = openssl_error(what);
+        SSL_CTX_free(ctx);
+        return nullptr;
+    }
+    return ctx;
+}
+
+} // namespace
+
+tls_server_context::entry::~entry() {
+    SSL_CTX_free(ctx);
+}
+
+tls_server_context::~tls_server_context() = default;
+
+std::shared_ptr<tls_server_context> tls_server_context::load(const std::vector<cert_files>& certs,
+                                                             std::string& error) {
+    ERR_clear_error();
+    if (certs.empty()) {
+        error = "no TLS certificate configured";
+        return nullptr;
+    }
+    std::shared_ptr<tls_server_context> out(new tls_server_context());
+    for (const auto& files : certs) {
+        auto e = std::make_unique<entry>();
+        e->ctx = make_server_ctx(files, error);
+        if (!e->ctx)
+            return nullptr;
+        if (X509* cert = SSL_CTX_get0_certificate(e->ctx)) {
+            char name[512];
+            X509_NAME_oneline(X509_get_subject_name(cert), name, sizeof name);
+            e->subject = name;
+            e->names = dns_names(cert);
+        }
+        out->entries_.push_back(std::move(e));
+    }
+    out->default_ = out->entries_.front().get();
+    // Sessions (tickets) are the default context's: a ticket issued under one certificate's
+    // name resumes under the same name later, whichever context served it.
+    if (out->entries_.size() > 1) {
+        SSL_CTX_set_tlsext_servername_callback(out->default_->ctx, on_server_name);
+        SSL_CTX_set_tlsext_servername_arg(out->default_->ctx, out.get());
     }
     return out;
 }
 
-tls_server_context::~tls_server_context() {
-    SSL_CTX_free(ctx_);
+const tls_server_context::entry& tls_server_context::select(std::string_view server_name) const {
+    std::string name = lower(server_name);
+    if (!name.empty() && name.back() == '.')
+        name.pop_back();
+    // An exact name first, then a wildcard, then the default.
+    for (const auto& e : entries_)
+        for (const auto& n : e->names)
+            if (n == name)
+                return *e;
+    for (const auto& e : entries_)
+        for (const auto& n : e->names)
+            if (n.starts_with("*.") && name_matches(n, name))
+                return *e;
+    return *default_;
+}
+
+std::string tls_server_context::describe() const {
+    std::string out;
+    for (const auto& e : entries_) {
+        if (!out.empty())
+            out += "; ";
+        out += e->subject;
+        if (e.get() == default_ && entries_.size() > 1)
+            out += " (default)";
+    }
+    return out;
 }
 
 bool tls_store::reload(std::string& error) {
-    auto next = tls_server_context::load(cert_file_, key_file_, error);
+    auto next = tls_server_context::load(certs_, error);
     if (!next)
         return false;
     std::lock_guard lock(mutex_);

@@ -8,46 +8,65 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
+#include <vector>
 
 struct ssl_ctx_st;
 
 namespace edge::proxy {
 
-// An immutable server context: certificate chain and key, TLS 1.2-1.3 with Mozilla's
-// "intermediate" ciphers, no renegotiation, no compression, no 0-RTT, session tickets on,
-// ALPN http/1.1.
+// A certificate chain and its key, as PEM files.
+struct cert_files {
+    std::string cert, key;
+    // The settings that named them, for error messages.
+    std::string cert_setting = "TLS_CERT_FILE", key_setting = "TLS_KEY_FILE";
+};
+
+// An immutable server context: TLS 1.2-1.3 with Mozilla's "intermediate" ciphers, no
+// renegotiation, no compression, no 0-RTT, session tickets on, ALPN h2 then http/1.1. The first
+// certificate is the default; the others are chosen by SNI when the client's server name matches
+// one of their DNS names (subjectAltName; `*.example.com` matches one label).
 class tls_server_context {
   public:
-    // Builds a context from PEM files; nullptr with `error` set when they do not make one.
-    static std::shared_ptr<tls_server_context> load(const std::string& cert_file,
-                                                    const std::string& key_file,
+    // Builds the contexts from PEM files (`certs` not empty); nullptr with `error` set when one
+    // of them does not make a context.
+    static std::shared_ptr<tls_server_context> load(const std::vector<cert_files>& certs,
                                                     std::string& error);
     ~tls_server_context();
     tls_server_context(const tls_server_context&) = delete;
     tls_server_context& operator=(const tls_server_context&) = delete;
 
-    ssl_ctx_st* native() const { return ctx_; }
-    const std::string& subject() const { return subject_; } // for logs
+    ssl_ctx_st* native() const { return default_->ctx; }
+    // The subjects and names of the certificates, for logs.
+    std::string describe() const;
+
+    struct entry {
+        ssl_ctx_st* ctx = nullptr;
+        std::string subject;
+        std::vector<std::string> names; // lowercase DNS names, wildcards as "*.rest"
+        ~entry();
+    };
+    // The certificate for `server_name` (the default when none matches).
+    const entry& select(std::string_view server_name) const;
 
   private:
-    explicit tls_server_context(ssl_ctx_st* ctx) : ctx_(ctx) {}
-    ssl_ctx_st* ctx_;
-    std::string subject_;
+    tls_server_context() = default;
+    std::vector<std::unique_ptr<entry>> entries_;
+    entry* default_ = nullptr;
 };
 
-// The context new connections use; reload() swaps it only when the new files are valid.
+// The context new connections use; reload() swaps it only when every file is valid.
 // Connections keep the context they started with.
 class tls_store {
   public:
-    tls_store(std::string cert_file, std::string key_file)
-        : cert_file_(std::move(cert_file)), key_file_(std::move(key_file)) {}
-    // Loads the files; false (and `error`) when they are unusable, the current context stays.
+    explicit tls_store(std::vector<cert_files> certs) : certs_(std::move(certs)) {}
+    // Loads the files; false (and `error`) when one is unusable, the current context stays.
     bool reload(std::string& error);
     std::shared_ptr<tls_server_context> current() const;
 
   private:
-    std::string cert_file_, key_file_;
+    std::vector<cert_files> certs_;
     mutable std::mutex mutex_;
     std::shared_ptr<tls_server_context> current_;
 };

@@ -73,6 +73,22 @@ class CheckConfigTest(unittest.TestCase):
                 self.assert_problems(self.valid_env(ENABLE_TLS="true", TLS_CERT_FILE=cert,
                                                     TLS_KEY_FILE=key), ["TLS_CERT_FILE"])
 
+    def test_tls_sni_certificates_are_checked(self):
+        pem = os.path.join(self.tmp, "ok.pem")
+        with open(pem, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+        base = dict(ENABLE_TLS="true", TLS_CERT_FILE=pem, TLS_KEY_FILE=pem)
+        missing = os.path.join(self.tmp, "missing.pem")
+        for value in (f"{pem}", f"{pem}:", f":{pem}", f"{pem}:{missing}",
+                      f"{pem}:{pem}, {missing}:{pem}"):
+            with self.subTest(value=value):
+                out = self.assert_problems(self.valid_env(TLS_SNI_CERTS=value, **base),
+                                           ["TLS_SNI_CERTS"])
+                self.assertNotIn("TLS_CERT_FILE", out)
+        code, out = self.run_edgegate("--check-config", env=self.valid_env(
+            TLS_SNI_CERTS=f"{pem}:{pem}, {pem}:{pem}", **base))
+        self.assertEqual(code, 0, out)
+
     def test_every_problem_is_reported_on_its_own_line(self):
         env = self.valid_env(PROXY_API_KEY=None, PROXY_PORT="abc",
                              DAYTONA_API_URL="localhost:3000", ENABLE_TLS="true",
