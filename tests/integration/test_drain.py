@@ -15,6 +15,11 @@ from client import curl_path  # noqa: E402
 from stack import StackTestCase, start_process, wait_until  # noqa: E402
 from wsclient import Closed, WsClient  # noqa: E402
 
+try:
+    import h2client  # noqa: E402
+except ImportError:  # pragma: no cover - the suite runs on Debian's python3
+    h2client = None
+
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
@@ -78,6 +83,40 @@ class DrainTest(StackTestCase):
         self.assertEqual(out.decode().splitlines(), [f"chunk {i}" for i in range(6)])
         self.assertEqual(eg.popen.wait(20), 0)
         self.assertIn("signal 15: draining", eg.output())
+
+
+    @unittest.skipIf(h2client is None, "needs python3-h2 (run with /usr/bin/python3)")
+    def test_sigterm_closes_websockets_over_http2_politely(self):
+        eg = self.stack.start_edgegate({"SHUTDOWN_TIMEOUT_SEC": 8})
+        c = h2client.H2Client(eg.port)
+        self.addCleanup(c.close)
+        s = c.request("CONNECT", self.stack.preview_host("public", self.ws_app.port), "/echo",
+                      end_stream=False, extra_pseudo=[(":protocol", "websocket")])
+        c.wait(lambda: s.headers is not None or s.reset is not None)
+        self.assertEqual(s.status, 200, (s.headers, s.data))
+        c.send(s.id, h2client.ws_frame(b"before"))
+        c.wait(lambda: (1, b"before") in h2client.ws_parse(s.data))
+
+        start = time.monotonic()
+        eg.popen.send_signal(signal.SIGTERM)
+        # The shutdown notice first (GOAWAY NO_ERROR): no new streams, this one goes on.
+        c.wait(lambda: c.goaway is not None)
+        self.assertEqual(c.goaway[1], 0)
+        c.send(s.id, h2client.ws_frame(b"during the drain"))
+        c.wait(lambda: (1, b"during the drain") in h2client.ws_parse(s.data))
+        # Then, before the deadline, a close frame 1001 on the stream, and the stream ends.
+        c.sock.settimeout(20)
+        c.wait(lambda: any(op == 8 for op, _ in h2client.ws_parse(s.data)))
+        waited = time.monotonic() - start
+        close = next(p for op, p in h2client.ws_parse(s.data) if op == 8)
+        self.assertEqual(int.from_bytes(close[:2], "big"), 1001, close)
+        self.assertIn(b"restarting", close[2:])
+        self.assertGreater(waited, 3.0)  # 4 s before the 8 s deadline, not at once
+        self.assertLess(waited, 8.0)
+        # The stream ends with the tunnel (edgegate does not wait for the close reply while
+        # it drains); the process then exits cleanly.
+        c.wait(lambda: s.ended or s.reset is not None)
+        self.assertEqual(eg.popen.wait(20), 0)
 
 
 if __name__ == "__main__":

@@ -33,27 +33,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-h2 and python3-webs
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
-def ws_frame(payload_bytes, opcode=1):
-    """A masked client WebSocket frame (RFC 6455 §5.2), payload < 126 bytes."""
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload_bytes))
-    return bytes([0x80 | opcode, 0x80 | len(payload_bytes)]) + mask + masked
-
-
-def ws_parse(data):
-    """The (opcode, payload) of the complete unmasked server frames in `data` (< 64 KiB)."""
-    out, i = [], 0
-    while i + 2 <= len(data):
-        n, at = data[i + 1] & 0x7F, i + 2
-        if n == 126:
-            n, at = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
-        if at + n > len(data):
-            break
-        out.append((data[i] & 0x0F, bytes(data[at:at + n])))
-        i = at + n
-    return out
-
-
 @unittest.skipIf(h2client is None, "needs python3-h2 (run with /usr/bin/python3)")
 class H2cTest(StackTestCase):
     edgegate_env = {"UPSTREAM_RESPONSE_TIMEOUT_SEC": 120}
@@ -203,16 +182,16 @@ class H2cTest(StackTestCase):
         self.assertEqual(s.status, 200, (s.headers, s.data))
         self.assertIsNone(s.header("sec-websocket-accept"))
         self.assertEqual(s.header("sec-websocket-protocol"), "chat.v1")
-        c.wait(lambda: ws_parse(s.data))  # the app's hello: what it saw of the handshake
-        hello = json.loads(ws_parse(s.data)[0][1])
+        c.wait(lambda: h2client.ws_parse(s.data))  # the app's hello: what it saw of the handshake
+        hello = json.loads(h2client.ws_parse(s.data)[0][1])
         self.assertEqual(hello["subprotocol"], "chat.v1")
-        c.send(s.id, ws_frame(b"hello over h2"))
-        c.wait(lambda: len(ws_parse(s.data)) >= 2)
-        self.assertEqual(ws_parse(s.data)[1], (1, b"hello over h2"))
+        c.send(s.id, h2client.ws_frame(b"hello over h2"))
+        c.wait(lambda: len(h2client.ws_parse(s.data)) >= 2)
+        self.assertEqual(h2client.ws_parse(s.data)[1], (1, b"hello over h2"))
         # close: a close frame both ways, then the stream ends
-        c.send(s.id, ws_frame(b"\x03\xe8", opcode=8), end_stream=True)
+        c.send(s.id, h2client.ws_frame(b"\x03\xe8", opcode=8), end_stream=True)
         c.wait(lambda: s.ended or s.reset is not None)
-        self.assertIn(8, [op for op, _ in ws_parse(s.data)])
+        self.assertIn(8, [op for op, _ in h2client.ws_parse(s.data)])
 
     def test_plain_connect_is_refused(self):
         c = self.client()

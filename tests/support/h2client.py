@@ -10,6 +10,27 @@ import h2.events
 import h2.settings
 
 
+def ws_frame(payload_bytes, opcode=1):
+    """A masked client WebSocket frame (RFC 6455 §5.2), payload < 126 bytes."""
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload_bytes))
+    return bytes([0x80 | opcode, 0x80 | len(payload_bytes)]) + mask + masked
+
+
+def ws_parse(data):
+    """The (opcode, payload) of the complete unmasked server frames in `data` (< 64 KiB)."""
+    out, i = [], 0
+    while i + 2 <= len(data):
+        n, at = data[i + 1] & 0x7F, i + 2
+        if n == 126:
+            n, at = int.from_bytes(data[i + 2:i + 4], "big"), i + 4
+        if at + n > len(data):
+            break
+        out.append((data[i] & 0x0F, bytes(data[at:at + n])))
+        i = at + n
+    return out
+
+
 class Stream:
     def __init__(self, sid):
         self.id = sid
@@ -26,6 +47,18 @@ class Stream:
         return next((v for k, v in self.headers or [] if k == name), None)
 
 
+class _Connection(h2.connection.H2Connection):
+    """python3-h2 closes the whole connection on any GOAWAY; RFC 9113 §6.8 lets the streams up
+    to its last stream id go on, which a graceful shutdown (NO_ERROR) relies on."""
+
+    def _receive_goaway_frame(self, frame):
+        state = self.state_machine.state
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0:
+            self.state_machine.state = state
+        return frames, events
+
+
 class H2Client:
     def __init__(self, port, host="127.0.0.1", tls_ca=None, server_name=None, timeout=20):
         sock = socket.create_connection((host, port), timeout=timeout)
@@ -35,7 +68,7 @@ class H2Client:
             sock = ctx.wrap_socket(sock, server_hostname=server_name)
             assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
         self.sock = sock
-        self.conn = h2.connection.H2Connection(
+        self.conn = _Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.initiate_connection()
         self.streams = {}
