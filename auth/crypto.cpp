@@ -1,5 +1,7 @@
 #include "auth/crypto.hpp"
 
+#include "common/base64.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -9,41 +11,6 @@
 #include <stdexcept>
 
 namespace edge::auth {
-namespace {
-constexpr std::string_view b64url_alphabet =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-std::string encode(std::string_view bytes, bool pad) {
-    std::string out;
-    out.reserve((bytes.size() + 2) / 3 * 4);
-    std::size_t i = 0;
-    auto at = [&](std::size_t k) { return static_cast<unsigned char>(bytes[k]); };
-    for (; i + 3 <= bytes.size(); i += 3) {
-        unsigned v = (at(i) << 16) | (at(i + 1) << 8) | at(i + 2);
-        out.push_back(b64url_alphabet[(v >> 18) & 63]);
-        out.push_back(b64url_alphabet[(v >> 12) & 63]);
-        out.push_back(b64url_alphabet[(v >> 6) & 63]);
-        out.push_back(b64url_alphabet[v & 63]);
-    }
-    std::size_t left = bytes.size() - i;
-    if (left == 1) {
-        unsigned v = at(i) << 16;
-        out.push_back(b64url_alphabet[(v >> 18) & 63]);
-        out.push_back(b64url_alphabet[(v >> 12) & 63]);
-        if (pad)
-            out.append("==");
-    } else if (left == 2) {
-        unsigned v = (at(i) << 16) | (at(i + 1) << 8);
-        out.push_back(b64url_alphabet[(v >> 18) & 63]);
-        out.push_back(b64url_alphabet[(v >> 12) & 63]);
-        out.push_back(b64url_alphabet[(v >> 6) & 63]);
-        if (pad)
-            out.push_back('=');
-    }
-    return out;
-}
-} // namespace
-
 // The low-level SHA-256 functions are deprecated in OpenSSL 3 in favour of EVP, whose
 // per-call setup costs several times the hash of a 100-byte input; they remain supported.
 #pragma GCC diagnostic push
@@ -113,30 +80,14 @@ std::string random_bytes(std::size_t n) {
     return out;
 }
 
-std::string base64url(std::string_view bytes) { return encode(bytes, false); }
-std::string base64url_padded(std::string_view bytes) { return encode(bytes, true); }
-
+std::string base64url(std::string_view bytes) {
+    return base64::encode(bytes, base64::alphabet::url, false);
+}
+std::string base64url_padded(std::string_view bytes) {
+    return base64::encode(bytes, base64::alphabet::url, true);
+}
 std::optional<std::string> base64url_decode(std::string_view text) {
-    while (!text.empty() && text.back() == '=')
-        text.remove_suffix(1);
-    std::string out;
-    out.reserve(text.size() * 3 / 4);
-    unsigned buf = 0;
-    int bits = 0;
-    for (char c : text) {
-        auto pos = b64url_alphabet.find(c);
-        if (pos == std::string_view::npos)
-            return std::nullopt;
-        buf = (buf << 6) | static_cast<unsigned>(pos);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out.push_back(static_cast<char>((buf >> bits) & 0xFF));
-        }
-    }
-    if (bits >= 6) // a single leftover character cannot encode a byte
-        return std::nullopt;
-    return out;
+    return base64::decode(text, base64::alphabet::url, base64::rules::strict);
 }
 
 std::string hex(const digest& d) {

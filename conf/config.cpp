@@ -1,5 +1,7 @@
 #include "conf/config.hpp"
 
+#include "common/base64.hpp"
+
 #include <boost/asio/ip/address.hpp>
 #include <boost/url/parse.hpp>
 
@@ -35,28 +37,6 @@ bool parse_uint(std::string_view v, T& out, unsigned long long lo, unsigned long
         return false;
     out = static_cast<T>(n);
     return true;
-}
-
-std::optional<std::string> base64_decode(std::string_view in) {
-    static constexpr std::string_view alphabet =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    unsigned buf = 0;
-    int bits = 0;
-    for (char c : in) {
-        if (c == '=' || c == '\n' || c == '\r' || c == ' ')
-            continue;
-        auto pos = alphabet.find(c);
-        if (pos == std::string_view::npos)
-            return std::nullopt;
-        buf = (buf << 6) | static_cast<unsigned>(pos);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out.push_back(static_cast<char>((buf >> bits) & 0xFF));
-        }
-    }
-    return out;
 }
 
 // The key in a key file, surrounding whitespace removed; nullopt when unreadable.
@@ -392,7 +372,8 @@ load_result load(const key_values& env, const key_values& file) {
         auto v = l.get(key);
         if (!v || v->empty())
             continue;
-        auto decoded = base64_decode(*v);
+        // `base64 -w0 < key` as the message says, or plain `base64` (wrapped lines) pasted.
+        auto decoded = base64::decode(*v, base64::alphabet::standard, base64::rules::lenient);
         if (!decoded || decoded->find("-----BEGIN") == std::string::npos)
             l.secret_problem(key, "not a base64-encoded PEM or OpenSSH private key "
                                   "(encode it with: base64 -w0 < key)");
