@@ -9,37 +9,23 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_defaults # root (the checkout), PATH, proxy_cpu=0, load_cpu=1, edgegate, control_plane, out_dir, keep_tmp=0
 
 duration=8
 rounds=3
 connections=64
-edgegate="$root/build/edgegate"
-keep_tmp=0
 usage() {
     echo "usage: $0 [--duration SEC] [--rounds N] [--connections N] [--edgegate PATH] [--keep-tmp]"
 }
 die() { printf 'preview-auth: %s\n' "$*" >&2; exit 1; }
-while (($#)); do
-    case $1 in
-        --duration) duration=$2; shift 2 ;;
-        --rounds) rounds=$2; shift 2 ;;
-        --connections) connections=$2; shift 2 ;;
-        --edgegate) edgegate=$2; shift 2 ;;
-        --keep-tmp) keep_tmp=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown option: $1" ;;
-    esac
-done
+parse_options "duration rounds connections edgegate" "$@"
 [[ -x $edgegate ]] || die "$edgegate: not built (scripts/build.sh)"
 for tool in wrk nginx curl taskset python3; do command -v $tool >/dev/null || die "needs $tool"; done
 
-bench_name=preview-auth
-# shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+bench_setup preview-auth
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fixture="$root/tests/support/fixtures/demo.json"
 read -r key public private token runner < <(python3 - "$fixture" <<'PY'
 import json, sys
@@ -50,37 +36,23 @@ print(f["proxyApiKey"], pub["id"], priv["id"], priv["previewTokens"][0], pub["ru
 PY
 )
 
-backend_port=$(free_port)
-cat >"$tmp/backend.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $tmp/backend.pid;
-error_log $tmp/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen 127.0.0.1:$backend_port; keepalive_requests 1000000;
-           location / { return 200 "hello hello hello hello hello hello hello hello hello hello\n"; } }
-}
-NGINX
-start backend 1 nginx -c "$tmp/backend.conf"
-wait_ready backend curl -sf "http://127.0.0.1:$backend_port/"
+read -r port_backend port_cp port_edge port_ssh < <(free_ports 4)
+# The backend answers every path with the same 60 bytes.
+write_backend 60 "$port_backend"
+start_backend "$load_cpu" "$port_backend"
 
-cp_port=$(free_port)
-start control-plane 1 python3 "$root/tests/support/dev_control_plane.py" --fixture "$fixture" \
-    --runner-url "$runner=http://127.0.0.1:$backend_port" --port "$cp_port" --quiet
-wait_ready control-plane curl -sf "http://127.0.0.1:$cp_port/_dev/calls"
+start_control_plane "$load_cpu" "$fixture" "$port_cp" --runner-url "$runner=http://127.0.0.1:$port_backend"
 
-port=$(free_port)
-PROXY_PORT=$port BIND_ADDRESS=127.0.0.1 PROXY_API_KEY=$key DAYTONA_API_URL="http://127.0.0.1:$cp_port/api" \
-    EDGEGATE_WORKERS=1 LOG_LEVEL=warn SSH_GATEWAY_PORT=$(free_port) start edgegate 0 "$edgegate"
+proxy_api_key=$key
+start_edgegate "http://127.0.0.1:$port_cp/api"
+port=$port_edge
 wait_ready edgegate curl -sf "http://127.0.0.1:$port/health"
 
 pub_host="8080-$public.proxy.localhost"
 priv_host="8080-$private.proxy.localhost"
 calls() { # API calls so far, except the background ones: last-activity heartbeats (at most one
     # per 45 s per sandbox) and the OIDC settings loader's GET /api/config retries
-    curl -sf "http://127.0.0.1:$cp_port/_dev/calls" |
+    curl -sf "http://127.0.0.1:$port_cp/_dev/calls" |
         python3 -c 'import json,sys; print(sum(1 for c in json.load(sys.stdin) if not c["path"].endswith("/last-activity") and c["path"] != "/api/config"))'
 }
 

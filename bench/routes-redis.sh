@@ -24,8 +24,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_defaults # root (the checkout), PATH, proxy_cpu=0, load_cpu=1, edgegate, control_plane, out_dir, keep_tmp=0
 
 duration=10
 warmup=2
@@ -36,14 +37,8 @@ cold_seconds=3
 connections=64
 max_noise=5
 retries=2
-proxy_cpu=0
-load_cpu=1
 body_size=100
-edgegate="$root/build/edgegate"
-control_plane="$root/tests/support/dev_control_plane.py"
 fixture="$root/tests/support/fixtures/demo.json"
-out_dir="$root/build/bench"
-keep_tmp=0
 
 usage() {
     cat <<EOF
@@ -69,34 +64,14 @@ EOF
 
 die() { printf 'routes-redis: %s\n' "$*" >&2; exit 1; }
 
-while (($#)); do
-    case $1 in
-        --duration) duration=$2; shift 2 ;;
-        --warmup) warmup=$2; shift 2 ;;
-        --routes) routes=$2; shift 2 ;;
-        --cold-routes) cold_routes=$2; shift 2 ;;
-        --api-sandboxes) api_sandboxes=$2; shift 2 ;;
-        --cold-seconds) cold_seconds=$2; shift 2 ;;
-        --connections) connections=$2; shift 2 ;;
-        --max-noise) max_noise=$2; shift 2 ;;
-        --retries) retries=$2; shift 2 ;;
-        --edgegate) edgegate=$2; shift 2 ;;
-        --proxy-cpu) proxy_cpu=$2; shift 2 ;;
-        --load-cpu) load_cpu=$2; shift 2 ;;
-        --out) out_dir=$2; shift 2 ;;
-        --keep-tmp) keep_tmp=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown option: $1" ;;
-    esac
-done
+parse_options "duration warmup routes cold-routes api-sandboxes cold-seconds connections max-noise
+    retries edgegate proxy-cpu load-cpu out:out_dir" "$@"
 
 duration=${duration%s}
 warmup=${warmup%s}
 cold_seconds=${cold_seconds%s}
-for n in duration warmup routes cold_routes api_sandboxes cold_seconds connections max_noise \
-    retries proxy_cpu load_cpu; do
-    [[ ${!n} =~ ^[0-9]+$ ]] || die "--${n//_/-} must be a whole number, got '${!n}'"
-done
+whole_numbers duration warmup routes cold_routes api_sandboxes cold_seconds connections max_noise \
+    retries proxy_cpu load_cpu
 ((duration > 0 && routes > 0 && cold_routes > 0 && api_sandboxes > 0 && cold_seconds > 0 &&
     connections > 0)) || die "--duration, --routes, --cold-routes, --api-sandboxes, --cold-seconds and --connections must be positive"
 # The in-process cache keeps a runner route fresh for 120 s: a round (single + spread) must end
@@ -104,82 +79,37 @@ done
 # different measurement). The warm pass is repeated before a round that would cross that line.
 ((2 * duration + 10 <= 100)) || die "--duration over 45 s: the spread run would outlive the 120 s freshness of the warmed routes"
 
-missing=()
-for tool in wrk taskset curl python3 nginx redis-server redis-cli; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-((${#missing[@]} == 0)) ||
-    die "missing: ${missing[*]}. On Debian 12: apt-get install wrk nginx-light redis-server util-linux curl python3"
+require_tools "wrk nginx-light redis-server util-linux curl python3" \
+    wrk taskset curl python3 nginx redis-server redis-cli
 [[ -x $edgegate ]] || die "no edgegate binary at $edgegate: build it (cmake --build build) or pass --edgegate PATH"
 [[ -f $control_plane && -f $fixture ]] || die "no dev control plane or demo fixture under tests/support"
-for cpu in "$proxy_cpu" "$load_cpu"; do
-    taskset -c "$cpu" true 2>/dev/null || die "cannot pin to CPU $cpu (this machine has $(nproc) CPUs): pass --proxy-cpu/--load-cpu"
-done
+check_cpus
 [[ $proxy_cpu != "$load_cpu" ]] || echo "warning: edgegate shares CPU $proxy_cpu with wrk and the backend" >&2
 
-bench_name=routes
-# shellcheck source=bench/lib.sh
-source "$(dirname "$0")/lib.sh"
+bench_setup routes
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/${pid_of[edgegate]}/status"; }
 
 # --- ports, configs -----------------------------------------------------------------------
-read -r port_backend port_redis port_edge port_ssh < <(python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(4)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-)
+read -r port_backend port_redis port_edge port_ssh < <(free_ports 4)
 backend_url="http://127.0.0.1:$port_backend"
 runner_key=runner-secret-1
 proxy_api_key=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["proxyApiKey"])' "$fixture")
-body=$(head -c "$body_size" /dev/zero | tr '\0' x)
-printf '%s' "$body" >"$tmp/body"
-mkdir -p "$tmp/nginx-temp"
-
-cat >"$tmp/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $tmp/backend.pid;
-error_log $tmp/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 100000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $tmp/nginx-temp/body;
-    proxy_temp_path $tmp/nginx-temp/proxy;
-    fastcgi_temp_path $tmp/nginx-temp/fastcgi;
-    uwsgi_temp_path $tmp/nginx-temp/uwsgi;
-    scgi_temp_path $tmp/nginx-temp/scgi;
-    default_type application/octet-stream;
-    server {
-        listen 127.0.0.1:$port_backend;
-        location / { return 200 "$body"; }
-    }
-}
-EOF
+write_backend "$body_size" "$port_backend"
 
 idle_before=$(cpu_idle)
 echo "idle before the run: $idle_before (load average $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-if awk -v s="$idle_before" 'BEGIN { n = split(s, f, /[= %]+/); for (i = 2; i <= n; i += 2) if (f[i] != "" && f[i] + 0 < 90) exit 0; exit 1 }'; then
-    echo "warning: the CPUs are busy with other work; the numbers will be low and noisy" >&2
-fi
+warn_if_busy "$idle_before"
 
 # --- start the backend, Redis and the control plane -----------------------------------------
 rcli() { redis-cli -h 127.0.0.1 -p "$port_redis" "$@"; }
 
-start backend "$load_cpu" nginx -p "$tmp" -e "$tmp/backend-error.log" -c "$tmp/backend.conf"
-wait_ready backend curl -fsS "$backend_url/"
+start_backend "$load_cpu" "$port_backend"
 
 start redis "$load_cpu" redis-server --bind 127.0.0.1 --port "$port_redis" --save '' \
     --appendonly no --dir "$tmp" --logfile "" --databases 1
 wait_ready redis rcli PING
 
-start control-plane "$load_cpu" python3 "$control_plane" --fixture "$fixture" --port 0 --quiet \
-    --runner-url "runner-1=$backend_url"
-wait_ready control-plane grep -q "listening on" "${log_of[control-plane]}"
+start_control_plane "$load_cpu" "$fixture" 0 --runner-url "runner-1=$backend_url"
 port_cp=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "${log_of[control-plane]}" | head -n1)
 [[ -n $port_cp ]] || failed control-plane "printed no port"
 cp_url="http://127.0.0.1:$port_cp"
@@ -232,15 +162,12 @@ EOF
 
 # --- edgegate -----------------------------------------------------------------------------
 edge_url="http://127.0.0.1:$port_edge/"
-start edgegate "$proxy_cpu" env -i PATH="$PATH" HOME="$tmp" \
-    BIND_ADDRESS=127.0.0.1 PROXY_PORT="$port_edge" SSH_GATEWAY_PORT="$port_ssh" \
-    PROXY_API_KEY="$proxy_api_key" DAYTONA_API_URL="$cp_url/api" \
-    REDIS_HOST=127.0.0.1 REDIS_PORT="$port_redis" EDGEGATE_WORKERS=1 LOG_LEVEL=warn "$edgegate"
+start_edgegate "$cp_url/api" REDIS_HOST=127.0.0.1 REDIS_PORT="$port_redis"
 # shellcheck disable=SC2317 # called through wait_ready
 redis_connected() { curl -fsS "${edge_url}health" | grep -q '"redis":{"state":"connected"'; }
 wait_ready edgegate redis_connected
 curl -fsS -o "$tmp/health.json" "${edge_url}health"
-edgegate_version=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("version",""))' "$tmp/health.json" 2>/dev/null || true)
+edgegate_version=$(version_of_health "$tmp/health.json")
 # Tracking is switched on right after the connect; give it its round trip.
 sleep 0.5
 
@@ -250,7 +177,7 @@ rcli SET proxy:sandbox-runner-info:check-0 "{\"value\":{\"apiUrl\":\"$backend_ur
 rcli SET proxy:sandbox-public:check-0 '{"value":true}' EX 3600 >/dev/null
 for sid in check-0 0efc5760-9976-4335-a0d4-9668cd2aaf0b; do
     code=$(curl -sS -o "$tmp/check.body" -w '%{http_code}' -H "Host: 8080-$sid.proxy.localhost" "$edge_url") || code=none
-    if [[ $code != 200 ]] || ! cmp -s "$tmp/check.body" "$tmp/body"; then
+    if [[ $code != 200 ]] || ! cmp -s "$tmp/check.body" "$tmp/www/body"; then
         echo "--- response for $sid (status $code):" >&2
         head -c 600 "$tmp/check.body" >&2 || true
         echo >&2
@@ -448,22 +375,16 @@ done
 # --- report -------------------------------------------------------------------------------
 mkdir -p "$out_dir"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-python3 - "$tmp/meta.json" <<EOF
-import json, os, platform, subprocess, sys
+machine_facts_json "$tmp/facts.json" "${edgegate_version:-unknown}" redis="redis-server --version" \
+    nginx="nginx -v" wrk="wrk -v"
+python3 - "$tmp/facts.json" "$tmp/meta.json" <<EOF
+import json, sys
+facts = json.load(open(sys.argv[1]))
 
-def first_line(*cmd):
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
-        return (r.stdout or r.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "unknown"
-
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-            if l.startswith("model name")), "unknown CPU")
 meta = {
     "title": "edgegate route path: many sandboxes through Redis, one worker",
     "date": "$stamp",
-    "machine": f"{cpu}, {os.cpu_count()} CPUs, Linux {platform.release()}",
+    "machine": facts["machine"],
     "command": "bench/routes-redis.sh --duration $duration --warmup $warmup --routes $routes "
                "--cold-routes $cold_routes --api-sandboxes $api_sandboxes "
                "--cold-seconds $cold_seconds --connections $connections",
@@ -475,14 +396,9 @@ meta = {
     "redis_keys": $redis_keys, "load_seconds": $load_seconds,
     "warm_seconds": $warm_first_seconds, "warm_redis_gets": $warm_gets, "warm_passes": $warm_passes,
     "rss_kib": {"start": $rss_start, "after_warm_pass": $rss_warm, "after_spread": $rss_spread},
-    "versions": {
-        "edgegate": "${edgegate_version:-unknown}",
-        "redis": first_line("redis-server", "--version"),
-        "nginx": first_line("nginx", "-v"),
-        "wrk": first_line("wrk", "-v"),
-    },
+    "versions": facts["versions"],
 }
-with open(sys.argv[1], "w") as f:
+with open(sys.argv[2], "w") as f:
     json.dump(meta, f, indent=2)
 EOF
 

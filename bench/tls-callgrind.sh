@@ -11,22 +11,17 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_defaults # root (the checkout), PATH, proxy_cpu=0, load_cpu=1, edgegate, control_plane, out_dir, keep_tmp=0
 
 h2_requests=10000
 hs_requests=500
 connections=16
 streams=10
 body_size=100
-proxy_cpu=0
-load_cpu=1
 targets=edgegate,nginx,haproxy
 kinds=h2,full,resumed
-edgegate="$root/build/edgegate"
-control_plane="$root/tests/support/dev_control_plane.py"
-out_dir="$root/build/bench"
-keep_tmp=0
 
 usage() {
     cat <<EOF
@@ -41,32 +36,15 @@ usage: $0 [options]
 EOF
 }
 die() { printf 'tls-callgrind: %s\n' "$*" >&2; exit 1; }
-while (($#)); do
-    [[ $1 == --keep-tmp || $1 == -h || $1 == --help || $# -ge 2 ]] || die "$1: unknown option or missing value (see --help)"
-    case $1 in
-        --h2-requests) h2_requests=$2; shift 2 ;;
-        --hs-requests) hs_requests=$2; shift 2 ;;
-        --kinds) kinds=$2; shift 2 ;;
-        --targets) targets=$2; shift 2 ;;
-        --edgegate) edgegate=$2; shift 2 ;;
-        --out) out_dir=$2; shift 2 ;;
-        --keep-tmp) keep_tmp=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown option: $1" ;;
-    esac
-done
+parse_options "h2-requests hs-requests kinds targets edgegate out:out_dir" "$@"
 IFS=, read -r -a target_list <<<"$targets"
-for t in "${target_list[@]}"; do
-    [[ $t =~ ^(edgegate|nginx|haproxy)$ ]] || die "unknown target '$t'"
-done
+only_known target "edgegate|nginx|haproxy" "${target_list[@]}"
 for tool in valgrind callgrind_control callgrind_annotate h2load openssl taskset curl python3 nginx; do
     command -v "$tool" >/dev/null || die "missing: $tool (Debian: valgrind nghttp2-client nginx-light haproxy)"
 done
 [[ ",$targets," != *",edgegate,"* || -x $edgegate ]] || die "no edgegate binary at $edgegate"
 
-bench_name=tls-callgrind
-# shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+bench_setup tls-callgrind
 nginx_upstream_keepalive=256
 ready_timeout=120
 nginx_main_extra="master_process off;" # the worker is the process callgrind runs
@@ -97,6 +75,7 @@ mkdir -p "$out_dir"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 : >"$tmp/results.txt"
 IFS=, read -r -a kind_list <<<"$kinds"
+only_known kind "h2|full|resumed" "${kind_list[@]}"
 for k in "${kind_list[@]}"; do
     n=$h2_requests
     [[ $k == h2 ]] || n=$hs_requests

@@ -21,8 +21,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/.." && pwd)
-PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+bench_defaults # root (the checkout), PATH, proxy_cpu=0, load_cpu=1, edgegate, control_plane, out_dir, keep_tmp=0
 
 duration=10
 warmup=2
@@ -32,14 +33,8 @@ body_size=100
 rounds=3
 max_noise=5
 retries=1
-proxy_cpu=0
-load_cpu=1
 targets=edgegate,nginx
 kinds=full,resumed
-edgegate="$root/build/edgegate"
-control_plane="$root/tests/support/dev_control_plane.py"
-out_dir="$root/build/bench"
-keep_tmp=0
 
 usage() {
     cat <<EOF
@@ -55,73 +50,28 @@ usage: $0 [options]
                        a CPU is noisy: it is repeated (default $max_noise)
   --retries N          repeat a noisy measurement at most N times (default $retries)
   --targets LIST       comma-separated subset of edgegate,nginx,haproxy (default $targets)
-  --edgegate PATH      edgegate binary (default build/edgegate)
-  --control-plane PATH dev control plane (default tests/support/dev_control_plane.py)
-  --proxy-cpu N        CPU for the proxy under test (default $proxy_cpu)
-  --load-cpu N         CPU for the client, the backend and the control plane (default $load_cpu)
-  --out DIR            where the JSON and Markdown summaries go (default build/bench)
-  --keep-tmp           keep the generated configs and logs
 EOF
+    usage_common "the client"
 }
 
 die() { printf 'tls-handshakes: %s\n' "$*" >&2; exit 1; }
 
-while (($#)); do
-    [[ $1 == --keep-tmp || $1 == -h || $1 == --help || $# -ge 2 ]] || die "$1: unknown option or missing value (see --help)"
-    case $1 in
-        --duration) duration=$2; shift 2 ;;
-        --warmup) warmup=$2; shift 2 ;;
-        --connections) connections=$2; shift 2 ;;
-        --burst) burst=$2; shift 2 ;;
-        --kinds) kinds=$2; shift 2 ;;
-        --body-size) body_size=$2; shift 2 ;;
-        --rounds) rounds=$2; shift 2 ;;
-        --max-noise) max_noise=$2; shift 2 ;;
-        --retries) retries=$2; shift 2 ;;
-        --targets) targets=$2; shift 2 ;;
-        --edgegate) edgegate=$2; shift 2 ;;
-        --control-plane) control_plane=$2; shift 2 ;;
-        --proxy-cpu) proxy_cpu=$2; shift 2 ;;
-        --load-cpu) load_cpu=$2; shift 2 ;;
-        --out) out_dir=$2; shift 2 ;;
-        --keep-tmp) keep_tmp=1; shift ;;
-        -h|--help) usage; exit 0 ;;
-        *) usage >&2; die "unknown option: $1" ;;
-    esac
-done
-
-for n in duration warmup connections burst body_size rounds max_noise retries proxy_cpu load_cpu; do
-    [[ ${!n} =~ ^[0-9]+$ ]] || die "--${n//_/-} must be a whole number, got '${!n}'"
-done
+parse_options "duration warmup connections burst kinds body-size rounds max-noise retries targets
+    edgegate control-plane proxy-cpu load-cpu out:out_dir" "$@"
+whole_numbers duration warmup connections burst body_size rounds max_noise retries proxy_cpu load_cpu
 ((duration > 0 && warmup > 0 && connections > 0 && rounds > 0)) ||
     die "--duration, --warmup, --connections and --rounds must be positive"
 IFS=, read -r -a target_list <<<"$targets"
-for t in "${target_list[@]}"; do
-    [[ $t =~ ^(edgegate|nginx|haproxy)$ ]] || die "unknown target '$t'"
-done
+only_known target "edgegate|nginx|haproxy" "${target_list[@]}"
 IFS=, read -r -a kind_list <<<"$kinds"
-for k in "${kind_list[@]}"; do
-    [[ $k =~ ^(full|resumed|full-py|resumed-py)$ ]] || die "unknown kind '$k'"
-done
+only_known kind "full|resumed|full-py|resumed-py" "${kind_list[@]}"
 
-missing=()
-for tool in h2load openssl taskset curl python3 nginx; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
-done
-[[ ",$targets," == *",haproxy,"* ]] && { command -v haproxy >/dev/null || missing+=(haproxy); }
-((${#missing[@]} == 0)) ||
-    die "missing: ${missing[*]}. On Debian 12: apt-get install nghttp2-client openssl nginx-light haproxy util-linux curl python3"
-if [[ ",$targets," == *",edgegate,"* ]]; then
-    [[ -x $edgegate ]] || die "no edgegate binary at $edgegate: build it (scripts/build.sh), pass --edgegate PATH, or leave it out with --targets nginx"
-    [[ -f $control_plane ]] || die "no dev control plane at $control_plane"
-fi
-for cpu in "$proxy_cpu" "$load_cpu"; do
-    taskset -c "$cpu" true 2>/dev/null || die "cannot pin to CPU $cpu (this machine has $(nproc) CPUs): pass --proxy-cpu/--load-cpu"
-done
+require_tools "nghttp2-client openssl nginx-light haproxy util-linux curl python3" \
+    h2load openssl taskset curl python3 nginx haproxy
+require_edgegate "build it (scripts/build.sh), pass --edgegate PATH, or leave it out with --targets nginx"
+check_cpus
 
-bench_name=tls-handshakes
-# shellcheck source=bench/lib.sh
-source "$here/lib.sh"
+bench_setup tls-handshakes
 nginx_upstream_keepalive=64
 # shellcheck source=bench/tls_common.sh
 source "$here/tls_common.sh"
@@ -230,33 +180,7 @@ for ((round = 1; round <= rounds; round++)); do
 done
 
 # --- report -------------------------------------------------------------------------------
-mkdir -p "$out_dir"
-stamp=$(date -u +%Y%m%dT%H%M%SZ)
-machine_facts "$tmp/facts.json"
-python3 - "$tmp/facts.json" "$tmp/meta.json" <<EOF
-import json, sys
-meta = json.load(open(sys.argv[1]))
-meta.update({
-    "title": "TLS handshakes, one connection per request, one proxy worker",
-    "date": "$stamp",
-    "command": "bench/tls-handshakes.sh --duration $duration --warmup $warmup "
-               "--connections $connections --burst $burst --kinds $kinds --body-size $body_size "
-               "--rounds $rounds --targets $targets",
-    "load": "full: h2load --h1 -t1 -c$burst -n$burst -H 'Connection: close', repeated for ${duration}s; "
-            "resumed: h2load --h1 -t1 -c$connections -n <about ${duration}s> -H 'Connection: close'; "
-            "full-py/resumed-py: tls_handshake_client.py; TLS 1.3, ECDSA P-256, "
-            "GET / with Host 8080-<sandbox id>.proxy.localhost",
-    "pinning": "proxy on CPU $proxy_cpu; client, backend nginx and control plane on CPU $load_cpu",
-    "body_bytes": $body_size,
-    "idle_before_run": "$idle_before",
-})
-json.dump(meta, open(sys.argv[2], "w"), indent=2)
-EOF
-echo
-status=0
-python3 "$here/tls_report.py" report --runs "$tmp/runs.jsonl" --meta "$tmp/meta.json" \
-    --max-noise "$max_noise" --json "$out_dir/tls-handshakes-$stamp.json" \
-    --markdown "$out_dir/tls-handshakes-$stamp.md" || status=$?
-echo
-echo "summary: $out_dir/tls-handshakes-$stamp.json and .md"
-exit "$status"
+tls_report tls-handshakes "TLS handshakes, one connection per request, one proxy worker" \
+    "bench/tls-handshakes.sh --duration $duration --warmup $warmup --connections $connections --burst $burst --kinds $kinds --body-size $body_size --rounds $rounds --targets $targets" \
+    "full: h2load --h1 -t1 -c$burst -n$burst -H 'Connection: close', repeated for ${duration}s; resumed: h2load --h1 -t1 -c$connections -n <about ${duration}s> -H 'Connection: close'; full-py/resumed-py: tls_handshake_client.py; TLS 1.3, ECDSA P-256, GET / with Host 8080-<sandbox id>.proxy.localhost" \
+    "proxy on CPU $proxy_cpu; client, backend nginx and control plane on CPU $load_cpu"
