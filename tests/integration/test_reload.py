@@ -5,7 +5,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -44,6 +43,23 @@ class ReloadTest(StackTestCase):
         wait_until(lambda: text_in_log in self.eg.output(mark), 10,
                    f"edgegate to log {text_in_log!r}")
         return self.eg.output(mark)
+
+    OUTCOMES = {"SIGHUP: configuration reloaded": "applied",
+                "SIGHUP: configuration refused": "refused"}
+
+    def hup_and_outcome(self):
+        """One SIGHUP, then its own outcome ("applied" or "refused") from the log line that
+        reload writes; the next SIGHUP is sent only after it (signals pending at once would
+        be coalesced into one reload)."""
+        mark = self.eg.mark()
+        os.kill(self.eg.pid, signal.SIGHUP)
+
+        def outcome():
+            found = [o for text, o in self.OUTCOMES.items() if text in self.eg.output(mark)]
+            return found[0] if len(found) == 1 else found
+        result = wait_until(outcome, 10, "the reload to log its outcome")
+        self.assertIsInstance(result, str, f"one SIGHUP logged two outcomes: {result}")
+        return result
 
     def reloads(self, result):
         status, _, body = ops_get(self.metrics_port, "/metrics")
@@ -108,14 +124,18 @@ class ReloadTest(StackTestCase):
         threads = [threading.Thread(target=load) for _ in range(3)]
         for t in threads:
             t.start()
+        outcomes = []
         try:
             for i in range(12):
                 if i == 6:
                     self.write_conf("upstream_connect_timeout_sec = \"soon\"\n")
                 else:
                     self.write_conf(f"upstream_connect_timeout_sec = {5 + i}\n")
-                os.kill(self.eg.pid, signal.SIGHUP)
-                time.sleep(0.25)
+                outcomes.append(self.hup_and_outcome())
+                # Each reload under traffic: at least one more request completes before the
+                # next SIGHUP.
+                seen = len(results)
+                wait_until(lambda: len(results) > seen, 10, "a request after the reload")
         finally:
             stop.set()
             for t in threads:
@@ -123,8 +143,9 @@ class ReloadTest(StackTestCase):
         failed = [r for r in results if r != (200, 0)]
         self.assertGreater(len(results), 12)
         self.assertEqual(failed, [], f"{len(failed)} of {len(results)} requests failed")
-        wait_until(lambda: self.reloads("applied") + self.reloads("refused") == 12, 10,
-                   "every SIGHUP to be handled")
+        # The bad file (7th) is refused, every other one applied, each by its own SIGHUP.
+        self.assertEqual(outcomes, ["applied"] * 6 + ["refused"] + ["applied"] * 5)
+        self.assertEqual(self.reloads("applied"), 11)
         self.assertEqual(self.reloads("refused"), 1)
         self.assertTrue(self.eg.alive())
 
