@@ -245,6 +245,32 @@ void head::clear() {
     size = 0;
 }
 
+bool forwardable_trailer(std::string_view name) {
+    // Go's net/http refuses the same ones in a declared trailer (plus Upgrade, cookies and
+    // Daytona's private and forwarding fields).
+    static constexpr std::string_view refused[] = {
+        "authorization", "cache-control", "connection", "content-encoding", "content-length",
+        "content-range", "content-type", "cookie", "expect", "host", "keep-alive",
+        "max-forwards", "pragma", "proxy-authenticate", "proxy-authorization",
+        "proxy-connection", "range", "set-cookie", "te", "trailer", "transfer-encoding",
+        "upgrade", "www-authenticate"};
+    for (auto r : refused)
+        if (lower_equals(name, r))
+            return false;
+    auto starts = [&](std::string_view prefix) {
+        return name.size() >= prefix.size() && lower_equals(name.substr(0, prefix.size()), prefix);
+    };
+    return !starts("x-daytona-") && !starts("x-forwarded-") && !starts("proxy-");
+}
+
+void append_trailer_section(std::string& out, std::string_view section) {
+    for_each_trailer(section, [&](std::string_view name, std::string_view value) {
+        if (forwardable_trailer(name))
+            out.append(name).append(": ").append(value).append("\r\n");
+    });
+    out.append("\r\n");
+}
+
 bool lower_equals(std::string_view name, std::string_view lower) {
     if (name.size() != lower.size())
         return false;
@@ -405,23 +431,32 @@ void chunked_decoder::step(char c, result& r) {
             state_ = state::last_lf;
         } else if (is_tchar(c)) {
             state_ = state::trailer;
+            trailer_colon_ = false;
+            trailers_.push_back(c);
         } else {
             r.bad = true;
         }
         return;
     case state::trailer:
-        if (++trailer_bytes_ > max_head_size)
+        // `name: value`: a token, a colon, then field value characters.
+        if (++trailer_bytes_ > max_head_size || (c == '\r' && !trailer_colon_))
             r.bad = true;
         else if (c == '\r')
             state_ = state::trailer_lf;
-        else if (!is_value_char(c))
+        else if (!trailer_colon_ && c == ':')
+            trailer_colon_ = true;
+        else if (trailer_colon_ ? !is_value_char(c) : !is_tchar(c))
             r.bad = true;
+        if (!r.bad)
+            trailers_.push_back(c);
         return;
     case state::trailer_lf:
-        if (c == '\n')
+        if (c == '\n') {
             state_ = state::trailer_start;
-        else
+            trailers_.push_back(c);
+        } else {
             r.bad = true;
+        }
         return;
     case state::last_lf:
         if (c == '\n') {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -82,18 +83,53 @@ template <class F> void for_each_token(std::string_view list, F&& f) {
     }
 }
 
+// True for a trailer field that may be passed on (RFC 9110 §6.5.1): not framing, routing,
+// authentication, request modifiers, response controls or content format (Content-Length,
+// Transfer-Encoding, Host, Connection, TE, Trailer, Authorization, Content-Type, Set-Cookie...
+// the list is docs/http.md's), not hop-by-hop, not Daytona's or edgegate's own (X-Daytona-*,
+// X-Forwarded-*).
+bool forwardable_trailer(std::string_view name);
+
+// Calls f(name, value) for each field of a trailer section as chunked_decoder::trailers() holds
+// it (`name: value` lines, each ending with CRLF, already checked).
+template <class F> void for_each_trailer(std::string_view section, F&& f) {
+    while (!section.empty()) {
+        auto end = section.find("\r\n");
+        auto line = section.substr(0, end);
+        auto colon = line.find(':');
+        auto value = line.substr(colon + 1);
+        while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+            value.remove_prefix(1);
+        while (!value.empty() && (value.back() == ' ' || value.back() == '\t'))
+            value.remove_suffix(1);
+        f(line.substr(0, colon), value);
+        if (end == std::string_view::npos)
+            break;
+        section.remove_prefix(end + 2);
+    }
+}
+
+// Appends the forwardable fields of a trailer section, then the empty line that ends a chunked
+// body (after the last chunk's `0\r\n`).
+void append_trailer_section(std::string& out, std::string_view section);
+
 // Walks a chunked body: tells how many bytes of the input belong to the message and where its
-// data is. Chunk extensions and trailer fields are checked, then skipped.
+// data is. Chunk extensions are checked, then skipped; the trailer section is checked and kept
+// (trailers()).
 class chunked_decoder {
   public:
     struct result {
         std::size_t used = 0; // bytes of `in` consumed (all of it unless the body ended)
+        // Bytes of `in` before the trailer section (the last chunk's line included): what a
+        // relay that passes the framing as it came sends unchanged.
+        std::size_t before_trailers = 0;
         bool done = false;    // the last chunk and the trailer section are through
         bool bad = false;     // malformed framing
     };
     // `on_data(std::string_view)` is called for each piece of chunk data in `in`.
     template <class F> result feed(std::string_view in, F&& on_data) {
         result r;
+        bool in_trailers = state_ >= state::trailer_start;
         while (r.used < in.size() && !r.done && !r.bad) {
             if (state_ == state::data) {
                 auto n = static_cast<std::size_t>(
@@ -106,11 +142,20 @@ class chunked_decoder {
                 continue;
             }
             step(in[r.used++], r);
+            if (!in_trailers && state_ >= state::trailer_start) {
+                in_trailers = true;
+                r.before_trailers = r.used;
+            }
         }
+        if (!in_trailers)
+            r.before_trailers = r.used;
         return r;
     }
     void reset() { *this = chunked_decoder{}; }
     bool done() const { return state_ == state::done; }
+    // The trailer section once done(): `name: value` lines, each ending with CRLF (empty when
+    // the body had none).
+    std::string_view trailers() const { return trailers_; }
 
   private:
     enum class state : std::uint8_t {
@@ -123,6 +168,8 @@ class chunked_decoder {
     std::uint64_t remaining_ = 0;
     unsigned digits_ = 0;
     std::size_t trailer_bytes_ = 0;
+    bool trailer_colon_ = false; // the current trailer line's name has ended
+    std::string trailers_;
 };
 
 } // namespace edge::proxy::h1

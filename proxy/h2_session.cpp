@@ -81,6 +81,8 @@ class stream final : public exchange {
 
     // Headers as received (the request head is built from them once complete).
     bool add_header(std::string_view name, std::string_view value);
+    // A field of the request's trailer section (HEADERS after DATA).
+    bool add_trailer(std::string_view name, std::string_view value);
     void request_data(const std::uint8_t* data, std::size_t len);
     void request_ended() {
         end_stream_in_ = true;
@@ -120,6 +122,8 @@ class stream final : public exchange {
                                      std::uint64_t length);
     void down_append(std::string_view d);
     void finish_response();
+    // The runner's trailer fields that may pass, as the response's final HEADERS (END_STREAM).
+    void submit_trailers();
     // The drain deadline nears: a WebSocket tunnel ends with a close frame (1001) each way.
     void go_away();
 
@@ -130,6 +134,9 @@ class stream final : public exchange {
     std::string cookie_;
     std::string ws_key_;
     std::size_t header_bytes_ = 0;
+    std::string trailers_in_;  // the request's trailer section, `name: value` CRLF lines
+    std::string trailers_out_; // the runner's that pass, for the client (same form)
+    std::string chunk_end_;    // the last chunk and trailer section toward the runner
     // Request data received and not yet forwarded; what is being written to the runner.
     byte_buffer body_in_, body_out_;
     bool end_stream_in_ = false;
@@ -251,6 +258,14 @@ bool stream::add_header(std::string_view name, std::string_view value) {
     return true;
 }
 
+bool stream::add_trailer(std::string_view name, std::string_view value) {
+    header_bytes_ += name.size() + value.size() + 32;
+    if (header_bytes_ > max_header_list)
+        return false;
+    trailers_in_.append(name).append(": "sv).append(value).append("\r\n"sv);
+    return true;
+}
+
 void stream::request_data(const std::uint8_t* data, std::size_t len) {
     if (coroutine_done || reset_code_ != 0) {
         // Nobody forwards it (answered already): the window opens at once.
@@ -317,7 +332,8 @@ std::string_view stream::build_request() {
         return "the request has no :authority";
     if (req_.upgrade_websocket || end_stream_at_headers) {
         req_.body = body_kind::none;
-    } else if (auto cl = h1::find(req_, "content-length"); !cl.empty()) {
+    } else if (auto cl = h1::find(req_, "content-length");
+               !cl.empty() && h1::find(req_, "trailer").empty()) {
         std::uint64_t n = 0;
         auto [p, ec] = std::from_chars(cl.data(), cl.data() + cl.size(), n);
         if (ec != std::errc() || p != cl.data() + cl.size())
@@ -396,6 +412,10 @@ ssize_t stream::read_response(std::uint8_t* buf, std::size_t length, std::uint32
     }
     if (down_.empty() && down_eof_) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (!trailers_out_.empty()) {
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+            submit_trailers();
+        }
         if (!end_stream_in_) // the request body is of no more use (RFC 9113 §8.1)
             nghttp2_submit_rst_stream(conn_.ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
         return static_cast<ssize_t>(n);
@@ -403,6 +423,16 @@ ssize_t stream::read_response(std::uint8_t* buf, std::size_t length, std::uint32
     if (n == 0)
         return NGHTTP2_ERR_DEFERRED;
     return static_cast<ssize_t>(n);
+}
+
+void stream::submit_trailers() {
+    std::vector<nghttp2_nv> nv; // (nghttp2 copies the fields)
+    h1::for_each_trailer(trailers_out_, [&](std::string_view name, std::string_view value) {
+        nv.push_back({reinterpret_cast<std::uint8_t*>(const_cast<char*>(name.data())),
+                      reinterpret_cast<std::uint8_t*>(const_cast<char*>(value.data())),
+                      name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
+    });
+    nghttp2_submit_trailer(conn_.ng, id, nv.data(), nv.size());
 }
 
 void stream::down_append(std::string_view d) {
@@ -474,7 +504,9 @@ awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
                 co_return pump_result::client_gone;
             if (end_stream_in_) {
                 if (framing == body_kind::chunked) {
-                    bufs_.assign({asio::buffer("0\r\n\r\n"sv)});
+                    chunk_end_.assign("0\r\n"sv);
+                    h1::append_trailer_section(chunk_end_, trailers_in_);
+                    bufs_.assign({asio::buffer(chunk_end_)});
                     up.expires_after(io_timeout);
                     if (!write_now(up, bufs_) && co_await write_all(up, bufs_))
                         co_return pump_result::upstream_failed;
@@ -539,6 +571,14 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
             if (r.bad)
                 co_return pump_result::framing;
             done = r.done;
+            if (done) // the fields that may pass, names lowercased (HTTP/2 requires it)
+                h1::for_each_trailer(chunks.trailers(), [&](std::string_view n, std::string_view v) {
+                    if (!h1::forwardable_trailer(n))
+                        return;
+                    for (char c : n)
+                        trailers_out_.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+                    trailers_out_.append(": "sv).append(v).append("\r\n"sv);
+                });
             break;
         }
         case body_kind::until_close:
@@ -858,13 +898,17 @@ int connection::on_header(nghttp2_session* ng, const nghttp2_frame* frame,
                           const std::uint8_t* name, std::size_t namelen,
                           const std::uint8_t* value, std::size_t valuelen, std::uint8_t,
                           void*) {
-    if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; // trailers: not forwarded
+    if (frame->hd.type != NGHTTP2_HEADERS)
+        return 0;
     auto* s = stream_of(ng, frame->hd.stream_id);
     if (!s)
         return 0;
-    if (!s->add_header({reinterpret_cast<const char*>(name), namelen},
-                       {reinterpret_cast<const char*>(value), valuelen}))
+    const std::string_view n(reinterpret_cast<const char*>(name), namelen);
+    const std::string_view v(reinterpret_cast<const char*>(value), valuelen);
+    // A HEADERS frame after the request's: its trailer section (nghttp2 checked it).
+    const bool ok = frame->headers.cat == NGHTTP2_HCAT_REQUEST ? s->add_header(n, v)
+                                                               : s->add_trailer(n, v);
+    if (!ok)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; // header list too large: stream reset
     return 0;
 }

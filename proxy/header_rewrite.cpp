@@ -60,8 +60,8 @@ bool listed_in_connection(const h1::head& h, std::string_view name) {
 bool is_hop_by_hop(const h1::head& h, std::string_view name) {
     switch (name.size()) {
     case 2: return lower_equals(name, "te");
-    case 7:
-        if (lower_equals(name, "trailer") || lower_equals(name, "upgrade"))
+    case 7: // (Trailer is not: it announces trailers, which pass end to end)
+        if (lower_equals(name, "upgrade"))
             return true;
         break;
     case 10:

@@ -24,7 +24,7 @@ struct forward_context {
     std::string_view traceparent = {};
 };
 
-// True for hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-*, TE, Trailer,
+// True for hop-by-hop fields (RFC 9110 §7.6.1): Connection, Keep-Alive, Proxy-*, TE,
 // Transfer-Encoding, Upgrade, and whatever the head's Connection fields list (never Host).
 // Content-Length is framing and handled by the writers, not here.
 bool is_hop_by_hop(const h1::head& h, std::string_view name);

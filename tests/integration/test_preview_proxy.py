@@ -108,8 +108,10 @@ class PreviewProxyTest(StackTestCase):
         headers = self.runner_view()["headers"]
         names = {k.lower() for k, _ in headers}
         for name in ("x-hop-secret", "keep-alive", "proxy-authorization", "proxy-connection",
-                     "te", "trailer", "upgrade"):
+                     "te", "upgrade"):
             self.assertNotIn(name, names, headers)
+        # Trailer is not hop-by-hop (RFC 9110 §7.6.1): it announces trailers, which pass.
+        self.assertEqual(values(headers, "Trailer"), ["X-Checksum"], headers)
         for v in values(headers, "Connection"):
             self.assertNotIn("x-hop-secret", v.lower(), headers)
 

@@ -11,8 +11,10 @@ Any method, any path (HEAD answers headers only):
   /chunked?n=K[&ms=M]     K chunks "chunk i\\n", M ms apart
   /sse?n=K[&ms=M]         K Server-Sent Events, M ms apart
   /headers?Name=value...  sets those response headers (repeat a name for duplicates)
+  /trailers?Name=value... a chunked "hello\n" with those trailer fields (announced in Trailer)
   anything else, /echo... {"method", "path" (raw target), "headers" [[name, value]...],
-                           "bodyLength", "bodySha256", "client", "connId"}
+                           "bodyLength", "bodySha256", "trailers" [[name, value]...] (of a
+                           chunked body), "client", "connId"}
 """
 import argparse
 import hashlib
@@ -54,6 +56,13 @@ class EchoHandler(httputil.Handler):
             return self.paced(_int(params, "n", 3), _int(params, "ms", 0), sse=False)
         if path == "/sse":
             return self.paced(_int(params, "n", 3), _int(params, "ms", 0), sse=True)
+        if path == "/trailers":
+            self.drain_body()
+            pairs = urllib.parse.parse_qsl(self.query, keep_blank_values=True)
+            announce = ", ".join(dict.fromkeys(k for k, _ in pairs))
+            self.begin_chunked(200, [("Trailer", announce)] if announce else [], "text/plain")
+            self.write_chunk(b"hello\n")
+            return self.end_chunked(pairs)
         if path == "/headers":
             self.drain_body()
             pairs = urllib.parse.parse_qsl(self.query, keep_blank_values=True)
@@ -68,7 +77,7 @@ class EchoHandler(httputil.Handler):
             n += len(data)
         self.send_json(200, {
             "method": self.command, "path": self.target, "headers": self.header_pairs(),
-            "bodyLength": n, "bodySha256": h.hexdigest(),
+            "bodyLength": n, "bodySha256": h.hexdigest(), "trailers": self.request_trailers,
             "client": "%s:%d" % self.client_address[:2], "connId": self.conn_id,
         })
 

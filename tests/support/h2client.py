@@ -38,6 +38,7 @@ class Stream:
         self.data = bytearray()
         self.ended = False
         self.reset = None        # the error code of a RST_STREAM
+        self.trailers = None     # [(name, value)] of a trailer section (str)
 
     @property
     def status(self):
@@ -115,6 +116,11 @@ class H2Client:
             self.conn.end_stream(sid)
             self.flush()
 
+    def send_trailers(self, sid, fields):
+        """Ends the request with a trailer section (HEADERS with END_STREAM)."""
+        self.conn.send_headers(sid, list(fields), end_stream=True)
+        self.flush()
+
     def reset(self, sid):
         self.conn.reset_stream(sid)
         self.flush()
@@ -132,6 +138,8 @@ class H2Client:
         s = self.streams.get(getattr(ev, "stream_id", None))
         if isinstance(ev, h2.events.ResponseReceived):
             s.headers = ev.headers
+        elif isinstance(ev, h2.events.TrailersReceived):
+            s.trailers = ev.headers
         elif isinstance(ev, h2.events.DataReceived):
             s.data += ev.data
             self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)

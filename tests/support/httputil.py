@@ -43,6 +43,38 @@ def is_chunked(headers):
     return "chunked" in te.lower()
 
 
+def read_exactly(rfile, n, size, short):
+    """Yields the next `n` bytes of `rfile` in pieces of at most `size`."""
+    while n > 0:
+        data = rfile.read1(min(n, size))
+        if not data:
+            raise ConnectionError(short)
+        n -= len(data)
+        yield data
+
+
+def read_chunked(rfile, size, trailers):
+    """Yields a chunked body's data from `rfile`; its trailer fields go to `trailers`."""
+    while True:
+        line = rfile.readline(1024)
+        if not line.endswith(b"\n"):
+            raise ConnectionError("body ended inside a chunk header")
+        n = int(line.split(b";", 1)[0].strip(), 16)
+        if n == 0:
+            while (line := rfile.readline(65537)) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                trailers.append([name, value.strip()])
+            return
+        yield from read_exactly(rfile, n, size, "body ended inside a chunk")
+        if rfile.readline(3) not in (b"\r\n", b"\n"):
+            raise ConnectionError("chunk not followed by CRLF")
+
+
+def trailer_lines(fields):
+    """The last chunk and a trailer section with `fields` ([(name, value)])."""
+    return b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in fields) + b"\r\n"
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     """A keep-alive handler that accepts any method (dispatch()) and knows its connection."""
 
@@ -88,35 +120,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             sys.stderr.write("%s [%d] %s\n" % (type(self).__name__, self.conn_id, fmt % args))
 
     # --- request bodies --------------------------------------------------------------------
+    request_trailers = ()  # [[name, value]] of a chunked request body's trailer section
+
     def iter_body(self, size=CHUNK):
-        """Yields the request body (Content-Length or chunked) in pieces of at most `size`."""
+        """Yields the request body (Content-Length or chunked) in pieces of at most `size`; a
+        chunked body's trailer fields are in self.request_trailers afterwards."""
         rfile = self.rfile
+        self.request_trailers = []
         if is_chunked(self.headers):
-            while True:
-                line = rfile.readline(1024)
-                if not line.endswith(b"\n"):
-                    raise ConnectionError("request body ended inside a chunk header")
-                n = int(line.split(b";", 1)[0].strip(), 16)
-                if n == 0:
-                    while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass  # trailer fields
-                    return
-                while n > 0:
-                    data = rfile.read1(min(n, size))
-                    if not data:
-                        raise ConnectionError("request body ended inside a chunk")
-                    n -= len(data)
-                    yield data
-                if rfile.readline(3) not in (b"\r\n", b"\n"):
-                    raise ConnectionError("chunk not followed by CRLF")
+            yield from read_chunked(rfile, size, self.request_trailers)
         else:
             n = int(self.headers.get("Content-Length") or 0)
-            while n > 0:
-                data = rfile.read1(min(n, size))
-                if not data:
-                    raise ConnectionError("request body shorter than Content-Length")
-                n -= len(data)
-                yield data
+            yield from read_exactly(rfile, n, size, "request body shorter than Content-Length")
 
     def drain_body(self):
         total = 0
@@ -154,9 +169,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if data and self.command != "HEAD":
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def end_chunked(self):
+    def end_chunked(self, trailers=()):
         if self.command != "HEAD":
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(trailer_lines(trailers))
 
     def drop_connection(self):
         """Closes the TCP connection without an answer."""

@@ -178,3 +178,50 @@ TEST_CASE("malformed chunk framing is refused", "[h1]") {
         CHECK_FALSE(done);
     }
 }
+
+TEST_CASE("a chunked body's trailer section is kept, and where it starts is told", "[h1]") {
+    const std::string wire = "5\r\nhello\r\n0\r\nX-Sum: 1 \r\nHost: evil\r\ngrpc-status:0\r\n\r\nNEXT";
+    const std::size_t trailer_at = wire.find("X-Sum");
+    for (std::size_t step : {1u, 2u, 5u, 13u, 100u}) {
+        CAPTURE(step);
+        chunked_decoder d;
+        std::size_t used = 0, passed = 0;
+        bool done = false;
+        while (!done) {
+            auto piece = std::string_view(wire).substr(used, step);
+            auto r = d.feed(piece, [](std::string_view) {});
+            REQUIRE_FALSE(r.bad);
+            CHECK(r.before_trailers <= r.used);
+            passed += r.before_trailers;
+            used += r.used;
+            done = r.done;
+        }
+        CHECK(passed == trailer_at); // the framing up to the last chunk's line, no more
+        CHECK(wire.substr(used) == "NEXT");
+        CHECK(d.trailers() == "X-Sum: 1 \r\nHost: evil\r\ngrpc-status:0\r\n");
+        std::string out;
+        append_trailer_section(out, d.trailers());
+        CHECK(out == "X-Sum: 1\r\ngrpc-status: 0\r\n\r\n"); // Host may not be a trailer
+    }
+}
+
+TEST_CASE("fields that must not be trailers are recognised", "[h1]") {
+    for (auto name : {"Content-Length", "transfer-encoding", "Host", "Connection", "TE",
+                      "Trailer", "Authorization", "Set-Cookie", "Content-Type",
+                      "X-Daytona-Authorization", "X-Forwarded-For", "Proxy-Authorization"}) {
+        CAPTURE(name);
+        CHECK_FALSE(forwardable_trailer(name));
+    }
+    for (auto name : {"grpc-status", "grpc-message", "X-Checksum", "Server-Timing", "Digest"})
+        CHECK(forwardable_trailer(name));
+}
+
+TEST_CASE("a trailer line without a colon is malformed", "[h1]") {
+    for (std::string wire : {"0\r\nnocolon\r\n\r\n", "0\r\nbad name: 1\r\n\r\n"}) {
+        CAPTURE(wire);
+        std::size_t used = 0;
+        bool done = false, bad = false;
+        decode(wire, 100, used, done, bad);
+        CHECK(bad);
+    }
+}
