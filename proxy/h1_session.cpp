@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <cctype>
 #include <charconv>
 #include <span>
@@ -48,6 +49,12 @@ constexpr auto idle_timeout = 70s;   // waiting for the next request on a kept-a
 constexpr auto header_timeout = 10s; // from the first byte of a request to the end of its header
 constexpr auto io_timeout = 70s; // a body read from the client or any write that makes no progress
 constexpr std::size_t read_room = 16 * 1024;
+// Lingering close (as nginx's): after an answer that leaves a request body unread, what the
+// client still sends is read and dropped for this long, up to this much, before the close (a
+// close with unread bytes sends a reset, which can destroy the answer before the client read
+// it).
+constexpr auto linger_time = 5s;
+constexpr std::size_t linger_bytes = 64 * 1024 * 1024;
 constexpr std::size_t relay_buffer_size = worker_context::relay_buffer_size;
 
 
@@ -56,7 +63,7 @@ bool timed_out(const error_code& ec) {
 }
 
 // What went wrong while moving a body from one side to the other.
-enum class relay_failure { none, read, write, framing };
+enum class relay_failure { none, read, write, framing, client_gone };
 
 // A body on its way through: how it is delimited on each side, and how far it got.
 struct body_state {
@@ -64,6 +71,7 @@ struct body_state {
     body_kind out = body_kind::none;
     std::uint64_t remaining = 0; // for `length`
     h1::chunked_decoder chunks;
+    std::string trailer_out; // chunked to chunked: the trailer section passed on
     bool done = false;
     bool bad = false;
 
@@ -108,11 +116,33 @@ class session final : public exchange {
             }
         }
         shutdown_send(client_);
+        if (linger_)
+            co_await linger();
         error_code ec;
         client_.sock.close(ec);
     }
 
   private:
+    // After the half-close: reads and drops what the client still sends (the rest of a request
+    // body edgegate answered without reading), within linger_time and linger_bytes, until the
+    // client closes too.
+    awaitable<void> linger() {
+        const auto until = std::chrono::steady_clock::now() + linger_time;
+        std::size_t dropped = 0;
+        while (dropped < linger_bytes) {
+            const auto left = until - std::chrono::steady_clock::now();
+            if (left <= std::chrono::steady_clock::duration::zero())
+                break;
+            client_.expires_after(left);
+            in_.clear();
+            auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
+            if (ec)
+                break;
+            dropped += n;
+        }
+        in_.clear();
+    }
+
     // The connection turns out to speak HTTP/2: served by an h2 session until it closes.
     awaitable<void> as_h2(std::string_view preread) {
         auto& m = exchange_metrics();
@@ -195,6 +225,7 @@ class session final : public exchange {
             }
         }
         in_used_ = req_.size;
+        body_unread_ = req_.body != body_kind::none;
         co_return co_await route_request();
     }
 
@@ -207,6 +238,7 @@ class session final : public exchange {
                                bool keep_allowed) override {
         const bool keep = keep_allowed && req_.keep_alive && req_.body == body_kind::none &&
                           !ctx_.draining;
+        linger_ |= body_unread_;
         rec_.status = status;
         if (!is_head_request())
             rec_.bytes_out += body.size();
@@ -246,10 +278,17 @@ class session final : public exchange {
         }
         case body_kind::chunked: {
             h1::chunked_decoder::result r;
-            if (st.out == body_kind::chunked) { // the framing passes as it came
+            if (st.out == body_kind::chunked) {
+                // The framing passes as it came up to the trailer section, which is passed
+                // on without the fields that must not be trailers.
                 r = st.chunks.feed(piece, [](std::string_view) {});
-                if (r.used > 0)
-                    bufs_.emplace_back(piece.data(), r.used);
+                if (r.before_trailers > 0)
+                    bufs_.emplace_back(piece.data(), r.before_trailers);
+                if (r.done) {
+                    st.trailer_out.clear();
+                    h1::append_trailer_section(st.trailer_out, st.chunks.trailers());
+                    bufs_.emplace_back(st.trailer_out.data(), st.trailer_out.size());
+                }
             } else {
                 r = st.chunks.feed(piece,
                                    [&](std::string_view d) { bufs_.emplace_back(d.data(), d.size()); });
@@ -287,6 +326,7 @@ class session final : public exchange {
         bufs_.clear();
         if (!head.empty())
             bufs_.emplace_back(head.data(), head.size());
+        bool watch_client = &out == &client_;
         pre_used = 0;
         if (!pre.empty() && !st.done) {
             pre_used = frame_piece(st, pre);
@@ -311,8 +351,20 @@ class session final : public exchange {
                 in.expires_after(*read_timeout);
             else
                 in.expires_never();
-            auto [ec, n] = co_await read_some(in, buf.prepare(relay_buffer_size / 2));
-            buf.commit(n);
+            error_code ec;
+            if (watch_client) {
+                // A response: while the runner is silent, a client that leaves is noticed.
+                buf.commit(read_now(in, buf.prepare(relay_buffer_size / 2), ec));
+                if (ec == asio::error::would_block || ec == asio::error::try_again) {
+                    if (co_await client_left(in, watch_client))
+                        co_return relay_failure::client_gone;
+                    continue;
+                }
+            } else {
+                auto [rec, n] = co_await read_some(in, buf.prepare(relay_buffer_size / 2));
+                buf.commit(n);
+                ec = rec;
+            }
             if (ec) {
                 if (ec == asio::error::eof && st.in == body_kind::until_close) {
                     st.done = true;
@@ -325,6 +377,31 @@ class session final : public exchange {
             buf.consume(frame_piece(st, buf.data()));
             if (st.bad)
                 co_return relay_failure::framing;
+        }
+    }
+
+    // Waits until the runner `up` has something to say, watching the client meanwhile: true
+    // when the client left (end of stream or an error, seen with a peek). Bytes from the client
+    // (a pipelined request, TLS records) are not consumed and end the watch (`watch` false):
+    // such a client is noticed at the next write, as before.
+    awaitable<bool> client_left(timed_socket& up, bool& watch) {
+        client_.expires_never(); // (a response may stream forever; writes set their deadline)
+        for (;;) {
+            auto which = co_await (wait_readable(up) || wait_readable(client_));
+            if (which.index() == 0)
+                co_return false;
+            if (std::get<1>(which)) { // the wait failed (cancelled): the runner alone
+                watch = false;
+                co_return false;
+            }
+            char c;
+            const auto r = ::recv(client_.sock.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                co_return true;
+            if (r < 0 && errno == EINTR)
+                continue;
+            watch = false; // bytes, or readable for TLS alone: not an end of stream
+            co_return false;
         }
     }
 
@@ -411,6 +488,7 @@ class session final : public exchange {
                     sent = co_await relay_body(client_, pre, pre_used, body_lease->buf,
                                                request_body_, *upstream_, head_out_, io_timeout);
                     in_used_ = req_.size + pre_used;
+                    body_unread_ = !request_body_.done;
                     // Bytes past the body (a pipelined request) are the next exchange's.
                     carry_.assign(body_lease->buf.data());
                 }
@@ -553,6 +631,14 @@ class session final : public exchange {
             std::size_t unused = 0;
             auto got = co_await relay_body(*upstream_, {}, unused, up_buf, response_body_,
                                            client_, head_out_, std::nullopt);
+            if (got == relay_failure::client_gone) {
+                // The runner's request is cancelled: its connection closes (never pooled).
+                spdlog::info("client {} left during a response from runner {} (request {}): "
+                             "runner connection closed",
+                             client_ip_, route.host_port, request_id());
+                upstream_.reset();
+                co_return false;
+            }
             if (got != relay_failure::none) {
                 if (got != relay_failure::write)
                     spdlog::debug("runner {} broke off a response body", route.host_port);
@@ -740,6 +826,7 @@ class session final : public exchange {
 
     // Errors where the request cannot be trusted (malformed): always closes.
     awaitable<void> send_error(unsigned status, std::string message) {
+        linger_ = true; // what follows the malformed bytes is not read
         auto body = error_body(status, message, "/", "");
         head_out_.clear();
         write_local_response(head_out_, status, "application/json"sv, body, false, false);
@@ -764,6 +851,8 @@ class session final : public exchange {
     std::string kept_head_;           // a tunnel's method, target and host (see keep_head_for_log)
     ws_frame_tracker up_frames_, down_frames_; // frame boundaries of each tunnel direction
     bool first_request_ = true;
+    bool body_unread_ = false; // the current request's body is not (all) read
+    bool linger_ = false;      // the connection ends with a lingering close
 };
 
 } // namespace

@@ -15,7 +15,8 @@ Auth: `X-Daytona-Authorization: Bearer K` (when absent, `Authorization: Bearer K
 Test controls, without auth:
   GET  /_dev/requests[?limit=N]  the last requests as received: [{connId, clientPort, method,
                                  target, headers [[name, value]...], status}]; bytes that did
-                                 not parse as a request have "malformed": true
+                                 not parse as a request have "malformed": true; a streamed
+                                 response whose proxy connection closed, "clientGone": true
   POST /_dev/reset               clear that list
   POST /_dev/close-idle          close every idle keep-alive connection (as an idle timeout)
   POST /_dev/sandbox/{id}        JSON patch, e.g. {"state": "stopped"} (created when unknown)
@@ -27,6 +28,7 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -173,7 +175,7 @@ class RunnerHandler(httputil.Handler):
             except (OSError, http.client.HTTPException) as e:
                 self.close_connection = True  # the request body may be half read
                 raise RunnerError(502, f"the app on port {port} failed: {e!r}")
-            self.forward_response(resp)
+            self.forward_response(resp, sock)
             resp.close()
 
     def is_websocket_upgrade(self):
@@ -213,10 +215,15 @@ class RunnerHandler(httputil.Handler):
         t.join()
 
     def forward_request(self, sock, target):
-        drop = httputil.hop_by_hop(self.headers) | {"expect", "content-length"}
+        # As Go's httputil.ReverseProxy (the daemon's): `TE: trailers` kept, trailer fields
+        # announced (Trailer) and passed on both ways.
+        drop = (httputil.hop_by_hop(self.headers) - {"trailer"}) | {"expect", "content-length"}
         chunked = httputil.is_chunked(self.headers)
         lines = [f"{self.command} {target} HTTP/1.1"]
         lines += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() not in drop]
+        if any(t.strip().lower() == "trailers"
+               for t in ",".join(self.headers.get_all("TE") or []).split(",")):
+            lines.append("TE: trailers")
         if chunked:
             lines.append("Transfer-Encoding: chunked")
         elif self.headers.get("Content-Length") is not None:
@@ -226,12 +233,35 @@ class RunnerHandler(httputil.Handler):
         for data in self.iter_body():
             sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         if chunked:
-            sock.sendall(b"0\r\n\r\n")
+            sock.sendall(httputil.trailer_lines(self.request_trailers))
 
-    def forward_response(self, resp):
+    def watch_client(self, app_sock, done):
+        """While a response streams: when the proxy closes its connection, the app's request is
+        cancelled at once (as Go's ReverseProxy cancels on the request context), and the
+        request's record says so ("clientGone": true)."""
+        while not done.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.1)
+            if not readable:
+                continue
+            try:
+                gone = not self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                gone = True
+            if gone and not done.is_set():
+                if self.entry is not None:
+                    self.entry["clientGone"] = True
+                try:
+                    app_sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            return  # gone, or bytes of a next request: watched no further
+
+    def forward_response(self, resp, app_sock):
         self.log_request(resp.status)
         self.send_response_only(resp.status, resp.reason)
-        drop = httputil.hop_by_hop(resp.msg) | {"content-length"}
+        drop = (httputil.hop_by_hop(resp.msg) - {"trailer"}) | {"content-length"}
         for k, v in resp.msg.items():
             if k.lower() not in drop:
                 self.send_header(k, v)
@@ -249,9 +279,22 @@ class RunnerHandler(httputil.Handler):
             return
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        while data := resp.read1(httputil.CHUNK):
+        done = threading.Event()
+        threading.Thread(target=self.watch_client, args=(app_sock, done), daemon=True).start()
+        try:
+            self.relay_chunked(resp)
+        finally:
+            done.set()
+
+    def relay_chunked(self, resp):
+        trailers = []
+        if resp.chunked:  # (http.client drops trailer fields: read here)
+            body = httputil.read_chunked(resp.fp, httputil.CHUNK, trailers)
+        else:
+            body = iter(lambda: resp.read1(httputil.CHUNK), b"")
+        for data in body:
             self.write_chunk(data)
-        self.end_chunked()
+        self.end_chunked(trailers)
 
     # --- toolbox stand-in ---------------------------------------------------------------------
     def toolbox(self, rest):
