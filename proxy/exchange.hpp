@@ -148,7 +148,9 @@ struct leased_buffer {
     explicit leased_buffer(worker_context& c) : ctx(c) {
         buf.adopt(ctx.take_buffer(), worker_context::relay_buffer_size);
     }
-    ~leased_buffer() {
+    ~leased_buffer() { give_back(); }
+    // Returns the memory to the pool now (the buffer is empty afterwards).
+    void give_back() {
         if (auto mem = buf.release(worker_context::relay_buffer_size))
             ctx.give_back(std::move(mem));
     }

@@ -150,6 +150,7 @@ class stream final : public exchange {
     std::optional<timed_socket> upstream_;
     bool tunnel_ = false;
     bool going_away_ = false;
+    bool runner_closed_ = false; // a tunnel's runner side ended: the client side is dropped
     ws_frame_tracker up_frames_, down_frames_;
     h1::head res_;
     std::string head_out_;
@@ -408,6 +409,8 @@ ssize_t stream::read_response(std::uint8_t* buf, std::size_t length, std::uint32
     if (n > 0) {
         std::memcpy(buf, d.data(), n);
         down_.consume(n);
+        if (tunnel_)
+            down_.trim();
         out_event_.notify();
     }
     if (down_.empty() && down_eof_) {
@@ -488,6 +491,8 @@ awaitable<bool> stream::send_local(unsigned status, std::string_view content_typ
 
 awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
     for (;;) {
+        if (runner_closed_)
+            co_return pump_result::done;
         if (tunnel_ && going_away_ && up_frames_.at_boundary()) {
             const std::string frame = ws_going_away_frame(true);
             bufs_.assign({asio::buffer(frame)});
@@ -536,6 +541,8 @@ awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
         const bool ok = write_now(up, bufs_) || !co_await write_all(up, bufs_);
         up.writing = false;
         up.expires_never();
+        if (!ok && runner_closed_)
+            co_return pump_result::done;
         if (!ok)
             co_return reset_code_ != 0 ? pump_result::client_gone : pump_result::upstream_failed;
         rec_.bytes_in += d.size();
@@ -544,6 +551,8 @@ awaitable<pump_result> stream::pump_up(timed_socket& up, body_kind framing) {
             conn_.wake_writer();
         }
         body_out_.clear();
+        if (tunnel_)
+            body_out_.trim();
     }
 }
 
@@ -586,6 +595,8 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
                 down_frames_.feed(buf.data());
             down_append(buf.data());
             buf.clear();
+            if (tunnel_)
+                buf.trim();
             break;
         }
         if (!down_.empty() && !is_closed) {
@@ -606,7 +617,19 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
         if (!up)
             co_return pump_result::upstream_failed;
         up->expires_never(); // a response may stream forever
-        auto [ec, n] = co_await read_some(*up, buf.prepare(read_room));
+        error_code ec;
+        std::size_t n = 0;
+        if (tunnel_) {
+            // An idle tunnel holds no read buffer: readiness first, then the read.
+            ec = co_await wait_readable(*up);
+            if (!ec) {
+                n = read_now(*up, buf.prepare(read_room), ec);
+                if (ec == asio::error::would_block || ec == asio::error::try_again)
+                    continue;
+            }
+        } else {
+            std::tie(ec, n) = co_await read_some(*up, buf.prepare(read_room));
+        }
         buf.commit(n);
         if (ec) {
             if (is_closed)
@@ -614,6 +637,20 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
             if (tunnel_ && going_away_ && ec == asio::error::operation_aborted &&
                 !up->timed_out) {
                 continue; // the loop's top says it (after the runner's frame in progress)
+            }
+            if (tunnel_) {
+                // The runner ended the tunnel (its app closed the WebSocket, died, or the
+                // connection broke): what the client sends from here on is dropped, and the
+                // stream ends now (after an end of file: END_STREAM after what is queued, then
+                // RST_STREAM NO_ERROR; after an error: RST_STREAM CANCEL).
+                runner_closed_ = true;
+                in_event_.notify();
+                if (up->writing) {
+                    error_code ignored;
+                    up->sock.cancel(ignored);
+                }
+                if (ec == asio::error::eof)
+                    finish_response();
             }
             if (ec == asio::error::eof && kind == body_kind::until_close)
                 co_return pump_result::done;
@@ -737,6 +774,14 @@ awaitable<bool> stream::forward_to(std::shared_ptr<const routing::runner_route> 
             rec_.status = 200;
             rec_.websocket = true;
             up_buf.consume(res_.size);
+            // What the runner sent after its 101 goes to the client; the relay buffer goes
+            // back to the pool (an idle tunnel holds no buffer).
+            if (!up_buf.empty()) {
+                down_frames_.feed(up_buf.data());
+                down_append(up_buf.data());
+                up_buf.clear();
+            }
+            lease.give_back();
             keep_alive_probes(upstream_->sock);
             auto& up = *upstream_;
             tunnel_ = true;

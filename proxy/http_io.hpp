@@ -110,6 +110,11 @@ class byte_buffer {
     }
     void commit(std::size_t n) { hi_ += n; }
     std::size_t capacity() const { return cap_; }
+    // Frees the memory of an empty buffer: an idle tunnel holds none.
+    void trim() {
+        if (empty())
+            release(0);
+    }
     // Takes `mem` (of `cap` bytes) as its memory; the buffer must be empty.
     void adopt(std::unique_ptr<char[]> mem, std::size_t cap) {
         mem_ = std::move(mem);

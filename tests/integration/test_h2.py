@@ -193,6 +193,26 @@ class H2cTest(StackTestCase):
         c.wait(lambda: s.ended or s.reset is not None)
         self.assertIn(8, [op for op, _ in h2client.ws_parse(s.data)])
 
+    def test_websocket_over_h2_ends_when_the_app_closes(self):
+        # The app closes first (close frame 4001, then its TCP connection): the stream must end
+        # although the client keeps its side open, as the HTTP/1.1 tunnel closes.
+        c = self.client()
+        host = self.stack.preview_host("public", self.ws.port)
+        s = c.request("CONNECT", host, "/close?code=4001", [("sec-websocket-version", "13")],
+                      end_stream=False, extra_pseudo=[(":protocol", "websocket")])
+        c.wait(lambda: s.headers is not None or s.reset is not None)
+        self.assertEqual(s.status, 200, (s.headers, s.data))
+        c.wait(lambda: any(op == 8 for op, _ in h2client.ws_parse(s.data)))
+        close = next(p for op, p in h2client.ws_parse(s.data) if op == 8)
+        self.assertEqual(int.from_bytes(close[:2], "big"), 4001)
+        c.send(s.id, h2client.ws_frame(close[:2], opcode=8))  # the close reply, no END_STREAM
+        c.sock.settimeout(15)
+        c.wait(lambda: s.ended or s.reset is not None)
+        self.assertIn(s.reset, (None, 0))  # END_STREAM, then at most RST_STREAM(NO_ERROR)
+        # The connection stays usable for other streams.
+        ok = c.response(c.request("GET", self.stack.preview_host("public"), "/echo"))
+        self.assertEqual(ok.status, 200)
+
     def test_plain_connect_is_refused(self):
         c = self.client()
         c.wait(lambda: 8 in c.server_settings)
