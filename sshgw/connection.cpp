@@ -247,6 +247,8 @@ void connection::start() {
 
 void connection::on_ready(bool upstream, bool write) {
     armed_[upstream][write] = false;
+    if (!write)
+        ra_.on_readable(upstream ? 1 : 0);
     pump();
 }
 
@@ -263,6 +265,10 @@ void connection::pump() {
     int rounds = 0;
     do {
         repump_ = false;
+        // Relaying: libssh's output waits in its buffers while input is read and goes out in
+        // flush(), one send() per socket per read-ahead chunk instead of one per packet.
+        ra_.set_mode(phase_ == phase::relay ? detail::readahead::mode::batch
+                                            : detail::readahead::mode::plain);
         drive_io();
         auto after_io = ra_.buffered();
         if (phase_ != phase::done)
@@ -272,6 +278,9 @@ void connection::pump() {
         if (ra_.buffered() > 0 && ra_.buffered() != after_io)
             repump_ = true;
     } while (repump_ && phase_ != phase::done && ++rounds < 16);
+    if (phase_ != phase::done)
+        flush();
+    ra_.set_mode(detail::readahead::mode::plain);
     in_pump_ = false;
     if (phase_ == phase::done)
         return;
@@ -289,14 +298,33 @@ void connection::drive_io() {
         // handle_key_exchange / connect call).
         return;
     }
+    bool batch = ra_.current_mode() == detail::readahead::mode::batch;
     for (int i = 0; i < dopoll_budget; ++i) {
+        ra_.expect_outer_poll(true);
         int rc = ssh_event_dopoll(event_.get(), 0);
-        if (rc == SSH_AGAIN)
+        ra_.expect_outer_poll(false);
+        if (rc == SSH_AGAIN || rc == SSH_ERROR) // SSH_ERROR: a socket closed or failed
             return;
-        if (rc == SSH_ERROR) // a socket closed or failed: step() sees which
-            return;
+        if (batch && ra_.buffered() == 0)
+            flush(); // a read-ahead chunk is done: what it produced goes out
     }
     repump_ = true; // budget used up with input still waiting: come back without an event
+}
+
+// Sends what libssh buffered for either socket: a poll round that reports POLLOUT (without a
+// system call) for the sockets with bytes to send and nothing else. What the kernel does not
+// take stays in libssh's buffer; arm() waits for the socket to become writable.
+void connection::flush() {
+    bool pending[2] = {server_in_event_ && (ssh_get_status(server_.get()) & SSH_WRITE_PENDING),
+                       upstream_in_event_ && (ssh_get_status(upstream_.get()) & SSH_WRITE_PENDING)};
+    if (!pending[0] && !pending[1])
+        return;
+    auto was = ra_.current_mode();
+    ra_.set_mode(detail::readahead::mode::flush);
+    ra_.flush_on(pending[0], pending[1]);
+    ssh_event_dopoll(event_.get(), 0);
+    ra_.flush_on(false, false);
+    ra_.set_mode(was);
 }
 
 void connection::arm() {
@@ -312,12 +340,14 @@ void connection::arm() {
                 self->on_ready(upstream, write);
             });
     };
+    // Written only when libssh holds bytes it could not send (ssh_get_poll_flags would say
+    // SSH_WRITE_PENDING after every send: libssh asks for POLLOUT again each time).
     wait(client_sock_, false, false);
-    if (server_ && (ssh_get_poll_flags(server_.get()) & SSH_WRITE_PENDING))
+    if (server_ && (ssh_get_status(server_.get()) & SSH_WRITE_PENDING))
         wait(client_sock_, false, true);
     if (upstream_ && runner_sock_.is_open()) {
         wait(runner_sock_, true, false);
-        if (ssh_get_poll_flags(upstream_.get()) & SSH_WRITE_PENDING)
+        if (ssh_get_status(upstream_.get()) & SSH_WRITE_PENDING)
             wait(runner_sock_, true, true);
     }
 }
@@ -1146,6 +1176,7 @@ void connection::fail(const std::string& user_message, const std::string& log_de
                  user_message, log_detail);
     close_error_ = user_message;
     detail::readahead::scope reading(ra_);
+    ra_.set_mode(detail::readahead::mode::plain); // (fail() may run inside a pump)
     if (server_ && !closed(server_.get()) && phase_ != phase::kex) {
         std::string banner = "edgegate: " + user_message + "\r\n";
         detail::string_ptr b(ssh_string_from_char(banner.c_str()));
@@ -1198,6 +1229,8 @@ void connection::close(std::string_view reason, const std::string& detail) {
     release_sockets();
     {
         detail::readahead::scope reading(ra_);
+        ra_.set_mode(detail::readahead::mode::plain);
+        flush(); // what the relay left in libssh's buffers goes before the disconnect
         if (upstream_ && !closed(upstream_.get()))
             ssh_disconnect(upstream_.get());
         if (server_ && !closed(server_.get()))

@@ -134,6 +134,7 @@ class connection : public std::enable_shared_from_this<connection> {
 
     void pump();
     void drive_io();
+    void flush();
     void step();
     void arm();
     void on_ready(bool upstream, bool write);
