@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 // libssh marks the pty/x11/password getters deprecated without a replacement for server code
 // that reads requests from its message queue.
@@ -1231,10 +1232,19 @@ void connection::close(std::string_view reason, const std::string& detail) {
         detail::readahead::scope reading(ra_);
         ra_.set_mode(detail::readahead::mode::plain);
         flush(); // what the relay left in libssh's buffers goes before the disconnect
-        if (upstream_ && !closed(upstream_.get()))
-            ssh_disconnect(upstream_.get());
-        if (server_ && !closed(server_.get()))
-            ssh_disconnect(server_.get());
+        // libssh sends a packet at once only when the last poll round reported POLLOUT (the
+        // relay's flush rounds leave it waiting for the next one), and ssh_disconnect does not
+        // wait: without this the runner's sshd never got the SSH_MSG_DISCONNECT.
+        for (auto* s : {upstream_.get(), server_.get()})
+            if (s && !closed(s)) {
+                socket_t fd = ssh_get_fd(s);
+                ssh_set_fd_towrite(s);
+                ssh_disconnect(s);
+                // A descriptor given with SSH_OPTIONS_FD (the runner's) is left open by
+                // ssh_disconnect, which forgets it: ssh_free would not close it either.
+                if (s == upstream_.get() && fd != SSH_INVALID_SOCKET)
+                    ::close(fd);
+            }
     }
     ra_.forget(0);
     ra_.forget(1);
