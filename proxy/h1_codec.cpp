@@ -271,6 +271,11 @@ void append_trailer_section(std::string& out, std::string_view section) {
     out.append("\r\n");
 }
 
+void append_lower(std::string& out, std::string_view s) {
+    for (char c : s)
+        out.push_back(lower(c));
+}
+
 bool lower_equals(std::string_view name, std::string_view lower) {
     if (name.size() != lower.size())
         return false;

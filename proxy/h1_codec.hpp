@@ -64,6 +64,8 @@ bool iequals(std::string_view a, std::string_view b);
 // Equality of a field name with a lowercase name made of letters, digits and '-' (cheaper than
 // iequals; for comparisons with known names).
 bool lower_equals(std::string_view name, std::string_view lower);
+// Appends `s` with ASCII letters lowercased (field names for HTTP/2, DNS names).
+void append_lower(std::string& out, std::string_view s);
 // The first field named `name`, or empty.
 std::string_view find(const head& h, std::string_view name);
 // Calls f(token) for each element of a comma-separated list, whitespace trimmed.

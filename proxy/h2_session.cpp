@@ -382,8 +382,7 @@ void stream::submit_head(unsigned status,
                   NGHTTP2_NV_FLAG_NONE});
     for (const auto& f : fields) {
         const std::size_t name_at = store.size();
-        for (char c : f[0])
-            store.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+        h1::append_lower(store, f[0]);
         const std::size_t value_at = store.size();
         store.append(f[1]).append(f[2]).append(f[3]);
         nv.push_back({bytes(name_at), bytes(value_at), value_at - name_at,
@@ -584,8 +583,7 @@ awaitable<pump_result> stream::pump_down(timed_socket* up, byte_buffer& buf, bod
                 h1::for_each_trailer(chunks.trailers(), [&](std::string_view n, std::string_view v) {
                     if (!h1::forwardable_trailer(n))
                         return;
-                    for (char c : n)
-                        trailers_out_.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
+                    h1::append_lower(trailers_out_, n);
                     trailers_out_.append(": "sv).append(v).append("\r\n"sv);
                 });
             break;

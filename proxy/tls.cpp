@@ -1,6 +1,7 @@
 #include "proxy/tls.hpp"
 
 #include "common/metrics.hpp"
+#include "proxy/h1_codec.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -68,10 +69,8 @@ error_code ssl_failure(SSL* ssl, int ret) {
 namespace {
 
 std::string lower(std::string_view s) {
-    std::string out(s);
-    for (auto& c : out)
-        if (c >= 'A' && c <= 'Z')
-            c = static_cast<char>(c - 'A' + 'a');
+    std::string out;
+    h1::append_lower(out, s);
     return out;
 }
 
