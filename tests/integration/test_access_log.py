@@ -2,7 +2,6 @@
 traceparent toward the runner, the request id in error bodies, and the exchange metrics."""
 import json
 import os
-import re
 import sys
 import unittest
 
@@ -10,13 +9,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "support"))
 from client import assert_error, curl  # noqa: E402
 from prom import scrape  # noqa: E402
-from stack import StackTestCase, free_port, start_process, wait_until  # noqa: E402
+from stack import StackTestCase, free_port, wait_until, start_ws_app  # noqa: E402
 from wsclient import WsClient  # noqa: E402
 
 PRIVATE_TOKEN = "ed08887e4a77970acaaea751159391a9"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
-SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
 class AccessLogTest(StackTestCase):
@@ -28,8 +26,7 @@ class AccessLogTest(StackTestCase):
         cls.metrics_port = free_port()
         cls.eg = cls.stack.start_edgegate({"METRICS_PORT": cls.metrics_port,
                                            "LOG_FORMAT": "json"})
-        cls.ws_app = start_process(["/usr/bin/python3", os.path.join(SUPPORT, "ws_app.py")],
-                                   name="ws_app")
+        cls.ws_app = start_ws_app()
         cls.addClassCleanup(cls.ws_app.stop)
 
     def access_lines(self, mark, n):

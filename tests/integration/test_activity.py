@@ -27,7 +27,7 @@ import uuid
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 sys.path.insert(0, SUPPORT)
 from client import curl_many  # noqa: E402
-from stack import StackTestCase, start_process, wait_until  # noqa: E402
+from stack import StackTestCase, wait_until, start_ws_app  # noqa: E402
 import wsclient  # noqa: E402
 
 try:
@@ -35,7 +35,6 @@ try:
 except ImportError:  # pragma: no cover - the suite runs on Debian's python3
     h2client = None
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets (ws_app.py), python3-h2
 PRIVATE_TOKEN = "ed08887e4a77970acaaea751159391a9"  # fixtures/test.json, sandbox "private"
 INTERVAL = 50   # seconds between heartbeats while a request lives (not configurable)
 MIN_GAP = 45    # at most one call per sandbox per MIN_GAP seconds
@@ -92,8 +91,7 @@ class WebSocketActivityTest(StackTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.ws_app = start_process([SYSTEM_PYTHON, os.path.join(SUPPORT, "ws_app.py")],
-                                   name="ws_app")
+        cls.ws_app = start_ws_app()
         cls.addClassCleanup(cls.ws_app.stop)
         cls.eg = cls.stack.start_edgegate({"LOG_LEVEL": "debug"})
 

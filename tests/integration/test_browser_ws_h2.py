@@ -42,11 +42,10 @@ import urllib.request
 SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 sys.path.insert(0, SUPPORT)
 import certs  # noqa: E402
-from stack import StackTestCase, clean_env, start_process, wait_until  # noqa: E402
+from stack import StackTestCase, clean_env, wait_until, start_ws_app  # noqa: E402
 from wsclient import WsClient  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets (ws_app.py)
 TIMEOUT = 30
 
 
@@ -114,8 +113,7 @@ class BrowserWebSocketOverH2Test(StackTestCase):
                             "TLS_KEY_FILE": key, "PROXY_PROTOCOL": "https"}
         super().setUpClass()
         cls.addClassCleanup(shutil.rmtree, cls.dir, True)
-        cls.ws_app = start_process([SYSTEM_PYTHON, os.path.join(SUPPORT, "ws_app.py")],
-                                   name="ws_app")
+        cls.ws_app = start_ws_app()
         cls.addClassCleanup(cls.ws_app.stop)
 
     def setUp(self):

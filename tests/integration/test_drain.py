@@ -12,7 +12,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "support"))
 from client import curl_path  # noqa: E402
-from stack import StackTestCase, start_process, wait_until  # noqa: E402
+from stack import StackTestCase, wait_until, start_ws_app  # noqa: E402
 from wsclient import Closed, WsClient  # noqa: E402
 
 try:
@@ -20,8 +20,6 @@ try:
 except ImportError:  # pragma: no cover - the suite runs on Debian's python3
     h2client = None
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets
-SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
 def refuses(port):
@@ -38,8 +36,7 @@ class DrainTest(StackTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.ws_app = start_process([SYSTEM_PYTHON, os.path.join(SUPPORT, "ws_app.py")],
-                                   name="ws_app")
+        cls.ws_app = start_ws_app()
         cls.addClassCleanup(cls.ws_app.stop)
 
     def test_sigterm_finishes_streams_and_closes_websockets_politely(self):

@@ -1,10 +1,8 @@
 """HTTP/2 at the edge: h2c with prior knowledge and h2 over TLS (ALPN) with real curl, nghttp and
 h2load; frame-level checks (per-stream :authority, RFC 8441 WebSockets, resets) with python3-h2."""
-import asyncio
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import certs  # noqa: E402
 import payload  # noqa: E402
 from client import assert_error, curl, curl_many  # noqa: E402
-from stack import StackTestCase, start_process, wait_until  # noqa: E402
+from stack import StackTestCase, wait_until, start_ws_app  # noqa: E402
 
 try:
     import h2client  # noqa: E402
@@ -29,8 +27,6 @@ except ImportError:  # pragma: no cover - the suite runs on Debian's python3
 PRIVATE_TOKEN = "ed08887e4a77970acaaea751159391a9"
 SIZE = 100 * 1024 * 1024
 MAX_RSS_MIB = int(os.environ.get("EDGEGATE_TEST_MAX_RSS_MIB", "64"))
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-h2 and python3-websockets
-SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 
 
 @unittest.skipIf(h2client is None, "needs python3-h2 (run with /usr/bin/python3)")
@@ -42,7 +38,7 @@ class H2cTest(StackTestCase):
         super().setUpClass()
         cls.tmp = tempfile.mkdtemp(prefix="edgegate-h2-")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
-        cls.ws = start_process([SYSTEM_PYTHON, os.path.join(SUPPORT, "ws_app.py")], name="ws_app")
+        cls.ws = start_ws_app()
         cls.addClassCleanup(cls.ws.stop)
 
     def h2(self, path="/echo", *args, sandbox="public", **kw):

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 import certs  # noqa: E402
 import payload  # noqa: E402
 from client import curl  # noqa: E402
-from stack import StackTestCase, wait_until  # noqa: E402
+from stack import StackTestCase, wait_until, start_ws_app  # noqa: E402
 
 try:
     import websockets.client  # noqa: E402
@@ -131,10 +131,7 @@ class TlsTest(StackTestCase):
 
     @unittest.skipIf(websockets is None, "needs python3-websockets")
     def test_websocket_over_tls(self):
-        here = os.path.dirname(os.path.abspath(__file__))
-        from stack import start_process
-        app = start_process(["/usr/bin/python3", os.path.join(here, "..", "support", "ws_app.py")],
-                            name="ws_app")
+        app = start_ws_app()
         self.addCleanup(app.stop)
         host = self.stack.preview_host("public", app.port)
         ctx = ssl.create_default_context(cafile=self.ca)

@@ -10,9 +10,8 @@ import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "support"))
-from stack import StackTestCase, start_process  # noqa: E402
+from stack import StackTestCase, start_ws_app  # noqa: E402
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-websockets
 
 try:
     import websockets  # noqa: E402
@@ -27,9 +26,7 @@ class WebSocketTest(StackTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        here = os.path.dirname(os.path.abspath(__file__))
-        cls.app = start_process([SYSTEM_PYTHON, os.path.join(here, "..", "support", "ws_app.py")],
-                                name="ws_app")
+        cls.app = start_ws_app()
         cls.addClassCleanup(cls.app.stop)
 
     def host(self, port=None):

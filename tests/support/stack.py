@@ -441,6 +441,12 @@ class DevStack:
         return proc
 
 
+
+def start_ws_app():
+    """Starts tests/support/ws_app.py (the WebSocket app; python3-websockets, so Debian's
+    /usr/bin/python3) and returns its process once it listens."""
+    return start_process(["/usr/bin/python3", os.path.join(HERE, "ws_app.py")], name="ws_app")
+
 def wait_for_health(proc, timeout=START_TIMEOUT):
     def healthy():
         if not proc.alive():
