@@ -1,9 +1,5 @@
 #include "auth/activity.hpp"
 
-// g++ 12 reports -Wmismatched-new-delete on some Asio coroutine frames (awaitable_frame_base
-// allocates and frees through its own operators; a false positive, GCC bug 109224).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>

@@ -1,9 +1,5 @@
 #include "auth/preview_auth.hpp"
 
-// g++ 12 reports -Wmismatched-new-delete on some Asio coroutine frames (awaitable_frame_base
-// allocates and frees through its own operators; a false positive, GCC bug 109224).
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 #include "auth/query.hpp"
 #include "common/metrics.hpp"
 #include "routing/host.hpp"

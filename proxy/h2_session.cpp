@@ -1,7 +1,3 @@
-// g++ 12 reports -Wmismatched-new-delete on large Asio coroutine frames (awaitable_frame_base's
-// operator new takes the aligned path that its operator delete mirrors): a false positive.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
 #include "proxy/h2_session.hpp"
 
 #include "proxy/exchange.hpp"
