@@ -22,8 +22,10 @@ void runtime::shutdown() {
 runtime::runtime(unsigned workers) {
     if (workers == 0)
         workers = std::max(1u, std::thread::hardware_concurrency());
+    // One thread per io_context, and a socket is only ever used by the worker that owns it
+    // (other threads post to a worker, never touch its sockets): Asio's per-socket locks go.
     for (unsigned i = 0; i < workers; ++i)
-        contexts_.push_back(std::make_unique<context>(1));
+        contexts_.push_back(std::make_unique<context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO));
 }
 
 runtime::~runtime() {
