@@ -2,6 +2,8 @@
 
 #include <array>
 #include <charconv>
+#include <cstdint>
+#include <cstring>
 
 namespace edge::proxy::h1 {
 namespace {
@@ -30,11 +32,28 @@ bool is_value_char(char c) {
     return u == '\t' || (u >= 0x20 && u != 0x7f);
 }
 
-// Request targets: visible characters and obs-text (bytes pass to the runner unchanged).
-bool is_target_char(char c) {
-    auto u = static_cast<unsigned char>(c);
-    return (u > 0x20 && u != 0x7f);
+// The first byte at or after p that is below `low` or is DEL, eight bytes per step (values and
+// targets are mostly long runs of allowed bytes); `end` when there is none.
+template <unsigned char low> const char* skip_to_control(const char* p, const char* end) {
+    constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        const std::uint64_t del = w ^ (ones * 0x7F);
+        // A byte below `low` (exact for low <= 0x80), or a zero byte of w ^ DEL.
+        if (((w - ones * low) & ~w & highs) | ((del - ones) & ~del & highs))
+            break;
+        p += 8;
+    }
+    while (p != end) {
+        const auto u = static_cast<unsigned char>(*p);
+        if (u < low || u == 0x7F)
+            break;
+        ++p;
+    }
+    return p;
 }
+
 
 char lower(char c) {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
@@ -116,8 +135,12 @@ parse_result parse_fields(std::string_view in, std::size_t pos, head& h, bool is
         while (p != end && (*p == ' ' || *p == '\t'))
             ++p;
         const char* value_begin = p;
-        while (p != end && is_value_char(*p))
+        for (;;) { // (tabs are allowed controls)
+            p = skip_to_control<0x20>(p, end);
+            if (p == end || *p != '\t')
+                break;
             ++p;
+        }
         if (p == end || (*p == '\r' && p + 1 == end))
             return need_more();
         if (*p != '\r')
@@ -327,9 +350,10 @@ parse_result parse_request(std::string_view in, head& h) {
     for (char c : h.method)
         if (!is_tchar(c))
             return bad(400, "invalid character in the method");
-    for (char c : h.target)
-        if (!is_target_char(c))
-            return bad(400, "invalid character in the request target");
+    // Request targets: visible characters and obs-text (bytes pass to the runner unchanged).
+    if (const char* t_end = h.target.data() + h.target.size();
+        skip_to_control<0x21>(h.target.data(), t_end) != t_end)
+        return bad(400, "invalid character in the request target");
     if (!parse_version(line.substr(sp2 + 1), h.version))
         return bad(400, "malformed HTTP version");
     if (h.version != 11 && h.version != 10)
