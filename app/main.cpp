@@ -292,6 +292,13 @@ int main(int argc, char** argv) {
                                  n += static_cast<double>(w.ctx->sessions.load());
                              return n;
                          });
+        metrics.gauge_fn("edgegate_upstream_idle_connections",
+                         "Idle keep-alive connections to runners in the workers' pools", {}, [&] {
+                             double n = 0;
+                             for (auto& w : workers)
+                                 n += static_cast<double>(w.ctx->upstream_pool.idle_total());
+                             return n;
+                         });
         if (workers[0].ssh)
             metrics.gauge_fn("edgegate_open_connections", "Open client connections by listener",
                              {{"listener", "ssh"}}, [&] {

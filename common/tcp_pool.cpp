@@ -4,16 +4,12 @@
 #include <sys/socket.h>
 
 namespace edge {
-namespace {
-// A pooled connection is usable when the peer has neither closed it nor sent anything unasked
-// (a non-blocking peek finds nothing to read).
-bool looks_open(boost::asio::ip::tcp::socket& s) {
+bool tcp_pool::looks_open(boost::asio::ip::tcp::socket& s) {
     char c;
     auto fd = s.native_handle();
     ssize_t n = ::recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
-} // namespace
 
 void tcp_pool::drop(connection& c) {
     boost::system::error_code ignored;
@@ -38,6 +34,7 @@ std::optional<tcp_pool::connection> tcp_pool::take(std::string_view key, bool ch
     while (!list.empty()) {
         idle entry = std::move(list.back());
         list.pop_back();
+        idle_total_.fetch_sub(1, std::memory_order_relaxed);
         // (A TLS connection's peek sees records, not data: a close_notify is not told from a
         // stray byte; both mean the connection is not reusable.)
         if (now - entry.since < opts_.max_idle_time &&
@@ -56,8 +53,10 @@ void tcp_pool::put(std::string_view key, boost::asio::ip::tcp::socket socket, vo
     if (list.size() >= opts_.max_idle_per_key) {
         drop(list.front().conn);
         list.pop_front();
+        idle_total_.fetch_sub(1, std::memory_order_relaxed);
     }
     list.push_back(idle{connection{std::move(socket), tls}, std::chrono::steady_clock::now()});
+    idle_total_.fetch_add(1, std::memory_order_relaxed);
 }
 
 std::size_t tcp_pool::idle_count(std::string_view key) const {

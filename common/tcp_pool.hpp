@@ -4,6 +4,7 @@
 // A connection may carry an opaque TLS state (freed with options::free_tls when dropped).
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <optional>
@@ -31,8 +32,13 @@ class tcp_pool {
     // peer has closed: worth it when the request could not be replayed on a fresh connection.
     std::optional<connection> take(std::string_view key, bool check_open = true);
     void put(std::string_view key, boost::asio::ip::tcp::socket socket, void* tls = nullptr);
+    // True when the peer has neither closed `s` nor sent anything unasked (a non-blocking peek
+    // finds nothing to read): take's `check_open` test.
+    static bool looks_open(boost::asio::ip::tcp::socket& s);
     ~tcp_pool();
     std::size_t idle_count(std::string_view key) const;
+    // Idle connections under every key (read from any thread: for metrics).
+    std::size_t idle_total() const { return idle_total_.load(std::memory_order_relaxed); }
 
   private:
     struct idle {
@@ -48,5 +54,6 @@ class tcp_pool {
     };
     options opts_;
     std::unordered_map<std::string, std::deque<idle>, key_hash, std::equal_to<>> idle_;
+    std::atomic<std::size_t> idle_total_{0};
 };
 } // namespace edge

@@ -630,15 +630,12 @@ bool runner_lacks_sandbox(std::string_view body) {
            std::string_view(message->get_string()).find("andbox") != std::string_view::npos;
 }
 
-namespace {
-// Pool keys: "host:port", with a scheme prefix for TLS connections.
 std::string_view pool_key(const routing::runner_route& r, std::string& scratch) {
     if (r.scheme != "https")
         return r.host_port;
     scratch.assign("https://").append(r.host_port);
     return scratch;
 }
-} // namespace
 
 bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check_open,
                  std::optional<timed_socket>& out) {
@@ -654,7 +651,11 @@ bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check
 void pool_upstream(worker_context& ctx, const routing::runner_route& r,
                    std::optional<timed_socket>& up) {
     std::string scratch;
-    ctx.upstream_pool.put(pool_key(r, scratch), std::move(up->sock), std::exchange(up->tls, nullptr));
+    pool_upstream(ctx, pool_key(r, scratch), up);
+}
+
+void pool_upstream(worker_context& ctx, std::string_view key, std::optional<timed_socket>& up) {
+    ctx.upstream_pool.put(key, std::move(up->sock), std::exchange(up->tls, nullptr));
     up.reset();
 }
 

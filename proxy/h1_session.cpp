@@ -111,6 +111,7 @@ class session final : public exchange {
             while (!ctx_.draining && co_await serve_one()) {
             }
         }
+        give_back_held();
         shutdown_send(client_);
         if (linger_)
             co_await linger();
@@ -178,6 +179,11 @@ class session final : public exchange {
         if (in_.empty()) {
             client_.expires_after(idle_timeout);
             client_.idle = true;
+            if (held_) {
+                client_.idle_tick = ctx_.watch.ticks;
+                client_.idle_hook = &session::on_idle;
+                client_.idle_context = this;
+            }
             auto [ec, n] = co_await read_some(client_, in_.prepare(read_room));
             in_.commit(n);
             client_.idle = false;
@@ -444,7 +450,9 @@ class session final : public exchange {
             for (int attempt = 0;; ++attempt) {
                 bool reused = false;
                 std::string detail;
-                if (take_pooled(ctx_, route, !(replayable && attempt == 0), upstream_)) {
+                const bool check_open = !(replayable && attempt == 0);
+                if (reuse_held(route, check_open) ||
+                    take_pooled(ctx_, route, check_open, upstream_)) {
                     reused = true;
                 } else if (auto ec = co_await connect_runner(ctx_, route, upstream_, detail,
                                                              cfg_->upstream_connect_timeout_sec)) {
@@ -617,8 +625,9 @@ class session final : public exchange {
                 if (!co_await flush(client_))
                     co_return false;
                 if (upstream_keep && request_done && up_buf.size() == res_.size + length)
-                    pool_upstream(ctx_, route, upstream_);
-                upstream_.reset();
+                    keep_upstream(route, client_keep);
+                else
+                    upstream_.reset();
                 co_return client_keep;
             }
 
@@ -642,11 +651,58 @@ class session final : public exchange {
                 co_return false; // a half-sent response can only end with the connection
             }
             if (upstream_keep && request_done && up_buf.empty())
-                pool_upstream(ctx_, route, upstream_);
-            upstream_.reset();
+                keep_upstream(route, client_keep);
+            else
+                upstream_.reset();
             co_return client_keep;
         }
     }
+
+    // The runner connection of a clean exchange stays with this client for its next request,
+    // which saves a trip through the pool per request. It goes back to the pool when the next
+    // request is for another runner, when the client has been idle for a tick period of the
+    // socket watch (a quarter to half a second: idle clients do not hold runner connections),
+    // and when the client connection ends.
+    void keep_upstream(const routing::runner_route& route, bool client_stays) {
+        std::string scratch;
+        const std::string_view key = pool_key(route, scratch);
+        if (!client_stays) {
+            pool_upstream(ctx_, key, upstream_);
+            return;
+        }
+        upstream_->expires_never();
+        held_key_.assign(key);
+        held_ = true;
+    }
+
+    // The kept runner connection, when it leads to `route`'s runner and (with `check_open`, as
+    // tcp_pool::take) the runner has not closed it.
+    bool reuse_held(const routing::runner_route& route, bool check_open) {
+        if (!held_)
+            return false;
+        held_ = false;
+        client_.idle_hook = nullptr;
+        std::string scratch;
+        if (held_key_ != pool_key(route, scratch)) {
+            pool_upstream(ctx_, held_key_, upstream_);
+            return false;
+        }
+        if (check_open && !tcp_pool::looks_open(upstream_->sock)) {
+            upstream_.reset();
+            return false;
+        }
+        return true;
+    }
+
+    void give_back_held() {
+        if (!held_)
+            return;
+        held_ = false;
+        client_.idle_hook = nullptr;
+        pool_upstream(ctx_, held_key_, upstream_);
+    }
+
+    static void on_idle(void* self) { static_cast<session*>(self)->give_back_held(); }
 
     // The runner answered 101: when it accepted the client's WebSocket upgrade properly (RFC
     // 6455 §4.2.2), the client gets the 101 and the two connections are tunneled until both
@@ -837,6 +893,8 @@ class session final : public exchange {
     std::string carry_;       // bytes read past a request body, for the next exchange
     h1::head res_;
     std::optional<timed_socket> upstream_;
+    bool held_ = false;     // upstream_ is kept from the previous exchange (keep_upstream)
+    std::string held_key_;  // its pool key
     body_state request_body_;
     body_state response_body_;
     std::string head_out_;                   // an outgoing head being written

@@ -10,13 +10,20 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 void socket_watch::tick(std::chrono::steady_clock::time_point now) {
+    ++ticks;
+    std::vector<timed_socket*> idle_long;
     for (auto* s : sockets) {
         if (s->deadline <= now && !s->timed_out) {
             s->timed_out = true;
             error_code ignored;
             s->sock.cancel(ignored);
         }
+        if (s->idle_hook && s->idle && ticks - s->idle_tick >= 2)
+            idle_long.push_back(s);
     }
+    // (After the loop: a hook may destroy sockets, though never one that has a hook.)
+    for (auto* s : idle_long)
+        std::exchange(s->idle_hook, nullptr)(s->idle_context);
 }
 
 void socket_watch::cancel_idle() {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <tuple>
@@ -26,7 +27,9 @@ void tls_free(ssl_st* ssl); // proxy/tls.cpp
 // closes the idle ones. One per worker, its thread only.
 struct socket_watch {
     std::unordered_set<timed_socket*> sockets;
-    // Cancels the operations of every socket past its deadline (marked timed_out).
+    std::uint64_t ticks = 0; // tick() calls so far
+    // Cancels the operations of every socket past its deadline (marked timed_out), and calls
+    // the idle hooks of the sockets idle since the tick before the last.
     void tick(std::chrono::steady_clock::time_point now);
     // Cancels the sockets waiting for a next request (or calls their drain hook).
     void cancel_idle();
@@ -75,6 +78,11 @@ struct timed_socket {
     // Called when the drain deadline nears (WebSocket tunnels send their close frames).
     void (*going_away_hook)(void*) = nullptr;
     void* going_away_context = nullptr;
+    // Called once by a tick when the socket has been idle since `idle_tick` for at least one
+    // whole tick period (an idle client gives back the runner connection it kept).
+    void (*idle_hook)(void*) = nullptr;
+    void* idle_context = nullptr;
+    std::uint64_t idle_tick = 0;
 };
 
 // Bytes read from a socket and not consumed yet, contiguous (a parsed head's views point into

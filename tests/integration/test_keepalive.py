@@ -9,7 +9,8 @@ import uuid
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "support"))
 from client import curl_many  # noqa: E402
-from stack import StackTestCase  # noqa: E402
+from prom import scrape  # noqa: E402
+from stack import StackTestCase, free_port, wait_until  # noqa: E402
 
 
 class KeepAliveTest(StackTestCase):
@@ -34,9 +35,9 @@ class KeepAliveTest(StackTestCase):
         seen = self.stack.runner_requests_with(test_id)
         self.assertEqual(len(seen), n, seen)
         conns = [e["connId"] for e in seen]
-        # Sequential requests on one client connection: a pooled runner connection serves
-        # more than one of them (not necessarily all: the pool may not have it back in time).
-        self.assertLess(len(set(conns)), n, f"a new runner connection per request: {conns}")
+        # Sequential requests on one client connection: the client keeps its runner connection
+        # from one request to the next.
+        self.assertEqual(len(set(conns)), 1, f"runner connections per request: {conns}")
 
     def test_runner_closing_idle_connections_does_not_fail_requests(self):
         # Runners close idle keep-alive connections (their idle timeout); a pooled connection
@@ -74,6 +75,65 @@ class KeepAliveTest(StackTestCase):
                 self.assertFalse(r.will_close, f"edgegate closed the connection after {status}")
                 local_ports.add(conn.sock.getsockname()[1] if conn.sock else None)
         self.assertEqual(len(local_ports), 1, "one client connection for all requests")
+
+
+class RunnerConnectionHandBackTest(StackTestCase):
+    """A client connection keeps its runner connection between requests, and hands it back to
+    the pool when it goes idle (within about half a second) or closes. Each test has its own
+    edgegate with one worker (one pool) and an empty pool."""
+    edgegate_env = None
+
+    def setUp(self):
+        self.metrics_port = free_port()
+        self.eg = self.stack.start_edgegate({"EDGEGATE_WORKERS": 1,
+                                             "METRICS_PORT": self.metrics_port})
+        self.addCleanup(self.eg.stop)
+        self.host = self.stack.preview_host("public")
+
+    def pooled(self):
+        return scrape(self.metrics_port)[0].value("edgegate_upstream_idle_connections")
+
+    def wait_pooled(self, n, what):
+        wait_until(lambda: self.pooled() == n, 10, what)
+
+    def client(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.eg.port, timeout=10)
+        self.addCleanup(conn.close)
+        return conn
+
+    def runner_connection_of(self, conn, path):
+        """Sends GET path on `conn`; the id of the runner connection that carried it."""
+        test_id = uuid.uuid4().hex
+        conn.request("GET", path, headers={"Host": self.host, "X-Test-Id": test_id})
+        r = conn.getresponse()
+        r.read()
+        self.assertEqual(r.status, 200)
+        self.assertFalse(r.will_close)
+        seen = self.stack.runner_requests_with(test_id)
+        self.assertEqual(len(seen), 1, seen)
+        return seen[0]["connId"]
+
+    def test_idle_client_hands_its_runner_connection_back(self):
+        a = self.client()
+        first = self.runner_connection_of(a, "/a1")
+        self.assertEqual(self.pooled(), 0, "the client's runner connection is its own")
+        self.wait_pooled(1, "the idle client's runner connection back in the pool")
+        b = self.client()
+        self.assertEqual(self.runner_connection_of(b, "/b1"), first,
+                         "a second client did not get the pooled connection")
+        self.assertNotEqual(self.runner_connection_of(a, "/a2"), first,
+                            "two clients shared one runner connection at once")
+
+    def test_closing_client_hands_its_runner_connection_back(self):
+        a, b = self.client(), self.client()
+        conns = {self.runner_connection_of(a, "/a1"), self.runner_connection_of(b, "/b1")}
+        self.assertEqual(len(conns), 2, "two busy clients need two runner connections")
+        a.close()
+        b.close()
+        # Neither connection is closed with its client: both wait in the pool.
+        self.wait_pooled(2, "both runner connections back in the pool")
+        c = self.client()
+        self.assertIn(self.runner_connection_of(c, "/c1"), conns)
 
 
 if __name__ == "__main__":
