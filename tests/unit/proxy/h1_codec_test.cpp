@@ -25,6 +25,40 @@ TEST_CASE("a request head is parsed in place", "[h1]") {
     CHECK(h.fields[3].value == "b");
 }
 
+TEST_CASE("a control byte anywhere in a long value or target is refused", "[h1]") {
+    // Values and targets are checked eight bytes at a time: every position of a bad byte
+    // within and across those words, and the allowed ones (tab, obs-text) next to them.
+    const std::string value(40, 'v');
+    const std::string target = "/" + std::string(39, 't');
+    for (std::size_t at = 0; at < value.size(); ++at) {
+        for (char bad : {'\x00', '\x01', '\x1f', '\x7f', '\n'}) {
+            std::string v = value;
+            v[at] = bad;
+            head h;
+            auto r = parse_request("GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + v + "\r\n\r\n", h);
+            CHECK(r.status == parse_status::bad);
+            std::string t = target;
+            t[at == 0 ? 1 : at] = bad;
+            r = parse_request("GET " + t + " HTTP/1.1\r\nHost: a\r\n\r\n", h);
+            CHECK(r.status == parse_status::bad);
+        }
+        for (char fine : {'\t', '\x80', '\xff', '~', ' '}) {
+            std::string v = value;
+            v[at] = fine;
+            head h;
+            auto r = parse_request("GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + v + "\r\n\r\n", h);
+            REQUIRE(r.status == parse_status::done);
+            // (Whitespace at either end is not part of the value.)
+            std::string_view want = v;
+            while (!want.empty() && (want.front() == ' ' || want.front() == '\t'))
+                want.remove_prefix(1);
+            while (!want.empty() && (want.back() == ' ' || want.back() == '\t'))
+                want.remove_suffix(1);
+            CHECK(find(h, "x-long") == want);
+        }
+    }
+}
+
 TEST_CASE("an incomplete head asks for more, at any cut", "[h1]") {
     std::string in = "GET / HTTP/1.1\r\nHost: a.b\r\n\r\n";
     head h;
