@@ -299,26 +299,6 @@ void append_lower(std::string& out, std::string_view s) {
         out.push_back(lower(c));
 }
 
-bool lower_equals(std::string_view name, std::string_view lower) {
-    if (name.size() != lower.size())
-        return false;
-    // Setting bit 5 lowercases ASCII letters; it also maps a few non-letters onto others, none of
-    // which occur in the lowercase names (letters, digits, '-') this is used with.
-    for (std::size_t i = 0; i < name.size(); ++i)
-        if ((name[i] | 0x20) != lower[i])
-            return false;
-    return true;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (lower(a[i]) != lower(b[i]))
-            return false;
-    return true;
-}
-
 std::string_view find(const head& h, std::string_view name) {
     for (const auto& f : h.fields)
         if (iequals(f.name, name))

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -59,11 +60,58 @@ parse_result parse_request(std::string_view in, head& h);
 // Parses a response head; `head_request` when it answers a HEAD (no body whatever it says).
 parse_result parse_response(std::string_view in, head& h, bool head_request);
 
-// ASCII case-insensitive equality (field names, tokens).
-bool iequals(std::string_view a, std::string_view b);
+namespace detail {
+inline std::uint64_t load8(const char* p) {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+}
+inline std::uint64_t load4(const char* p) {
+    std::uint32_t w;
+    std::memcpy(&w, p, 4);
+    return w;
+}
+// The ASCII capitals of eight bytes lowercased, other bytes unchanged.
+inline std::uint64_t lower8(std::uint64_t w) {
+    constexpr std::uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    const std::uint64_t seven = w & ~highs; // (no carry between bytes in the sums below)
+    const std::uint64_t from_a = seven + ones * (0x80 - 'A'); // high bit: >= 'A'
+    const std::uint64_t past_z = seven + ones * (0x7F - 'Z'); // high bit: > 'Z'
+    return w | (((from_a ^ past_z) & ~w & highs) >> 2);
+}
+// Whether f(a) == f(b) for two strings of the same size `n`, eight (or four) bytes at a time:
+// `f` maps a word to its canonical form (overlapping words at the end, bytes below four).
+template <class F> bool words_equal(const char* a, const char* b, std::size_t n, F f) {
+    if (n >= 8) {
+        for (std::size_t i = 0; i + 8 < n; i += 8)
+            if (f(load8(a + i)) != f(load8(b + i)))
+                return false;
+        return f(load8(a + n - 8)) == f(load8(b + n - 8));
+    }
+    if (n >= 4)
+        return f(load4(a)) == f(load4(b)) && f(load4(a + n - 4)) == f(load4(b + n - 4));
+    for (std::size_t i = 0; i < n; ++i)
+        if (f(static_cast<unsigned char>(a[i])) != f(static_cast<unsigned char>(b[i])))
+            return false;
+    return true;
+}
+} // namespace detail
+
+// ASCII case-insensitive equality (field names, tokens). Inline and a word at a time: it runs
+// for fields of every head.
+inline bool iequals(std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           detail::words_equal(a.data(), b.data(), a.size(), detail::lower8);
+}
 // Equality of a field name with a lowercase name made of letters, digits and '-' (cheaper than
-// iequals; for comparisons with known names).
-bool lower_equals(std::string_view name, std::string_view lower);
+// iequals; for comparisons with known names, whose words the compiler folds). Setting bit 5
+// lowercases ASCII letters (and leaves the lowercase name as it is); it also maps a few
+// non-letters onto others, none of which occur in the lowercase names this is used with.
+inline bool lower_equals(std::string_view name, std::string_view lower) {
+    return name.size() == lower.size() &&
+           detail::words_equal(name.data(), lower.data(), name.size(),
+                               [](std::uint64_t w) { return w | 0x2020202020202020ULL; });
+}
 // Appends `s` with ASCII letters lowercased (field names for HTTP/2, DNS names).
 void append_lower(std::string& out, std::string_view s);
 // The first field named `name`, or empty.

@@ -59,6 +59,41 @@ TEST_CASE("a control byte anywhere in a long value or target is refused", "[h1]"
     }
 }
 
+TEST_CASE("case-insensitive comparisons agree with a byte loop at every size and position",
+          "[h1]") {
+    // iequals and lower_equals compare words of eight or four bytes (overlapping at the end):
+    // every byte value at every position of names from 0 to 24 bytes, against a byte loop.
+    auto lower = [](unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : int(c); };
+    auto by_bytes = [&](std::string_view a, std::string_view b) {
+        if (a.size() != b.size())
+            return false;
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (lower(static_cast<unsigned char>(a[i])) != lower(static_cast<unsigned char>(b[i])))
+                return false;
+        return true;
+    };
+    const std::string_view letters = "x-forwarded-for-0123456789";
+    for (std::size_t n = 0; n <= 24; ++n) {
+        const std::string known(letters.substr(0, n));
+        for (std::size_t at = 0; at < n; ++at) {
+            for (int c = 0; c < 256; ++c) {
+                std::string name = known;
+                name[at] = static_cast<char>(c);
+                CHECK(iequals(name, known) == by_bytes(name, known));
+                CHECK(iequals(known, name) == by_bytes(name, known));
+                // lower_equals is meant for tokens (no controls): there it agrees as well.
+                if (c > 0x20 && c < 0x7f)
+                    CHECK(lower_equals(name, known) == by_bytes(name, known));
+            }
+        }
+        CHECK_FALSE(iequals(known, known + "x"));
+        CHECK_FALSE(lower_equals(known + "x", known));
+    }
+    CHECK(iequals("Content-LENGTH", "content-length"));
+    CHECK(lower_equals("X-Forwarded-FOR", "x-forwarded-for"));
+    CHECK_FALSE(iequals("\xc1", "\xe1")); // not ASCII: no case
+}
+
 TEST_CASE("an incomplete head asks for more, at any cut", "[h1]") {
     std::string in = "GET / HTTP/1.1\r\nHost: a.b\r\n\r\n";
     head h;
