@@ -17,7 +17,6 @@
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <array>
 #include <cctype>
 #include <charconv>
 #include <random>
@@ -44,28 +43,25 @@ std::string url_encode(std::string_view s) {
     return out;
 }
 
-// Random hex digits for request ids and trace/span ids (not secrets: a fast generator).
-// Lowercase hex, n digits (even), from xorshift64*: fast and well spread; these ids are not
-// secrets. Eight random bits give two digits at once through a 256-entry table.
+// Random lowercase hex digits for request ids and trace/span ids, n of them (a multiple of 16),
+// from xorshift64*: fast and well spread; these ids are not secrets.
 void random_hex(char* out, std::size_t n) {
-    static constexpr auto pairs = [] {
-        std::array<char, 512> t{};
-        constexpr char hex[] = "0123456789abcdef";
-        for (unsigned b = 0; b < 256; ++b) {
-            t[2 * b] = hex[b >> 4];
-            t[2 * b + 1] = hex[b & 15];
-        }
-        return t;
-    }();
+    constexpr std::uint64_t ones = 0x0101010101010101ULL;
+    // Eight nibbles, one per byte, as the digits '0'-'9', 'a'-'f'.
+    auto digits = [](std::uint64_t nibbles) {
+        const std::uint64_t letters = ((nibbles + ones * 6) >> 4) & ones; // nibbles from 10 up
+        return nibbles + ones * '0' + letters * ('a' - '0' - 10);
+    };
     thread_local std::uint64_t state = std::random_device{}() | 1;
     for (std::size_t i = 0; i < n; i += 16) {
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
-        std::uint64_t bits = state * 0x2545F4914F6CDD1DULL;
-        const std::size_t stop = std::min(n, i + 16);
-        for (std::size_t j = i; j < stop; j += 2, bits >>= 8)
-            std::memcpy(out + j, &pairs[2 * (bits & 0xFF)], 2);
+        const std::uint64_t bits = state * 0x2545F4914F6CDD1DULL;
+        const std::uint64_t low = digits(bits & (ones * 0x0F));
+        const std::uint64_t high = digits((bits >> 4) & (ones * 0x0F));
+        std::memcpy(out + i, &low, 8);
+        std::memcpy(out + i + 8, &high, 8);
     }
 }
 
