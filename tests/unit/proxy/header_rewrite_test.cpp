@@ -176,3 +176,26 @@ TEST_CASE("local answers carry their length and Connection", "[headers]") {
     write_local_response(wire, 200, "application/json", "{}", true, true);
     CHECK(wire == "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n");
 }
+
+TEST_CASE("heads of any size are written whole, after what the string held", "[headers]") {
+    // The writer grows the string ahead and cuts it at the end: fields of every size around
+    // its growth steps, many fields, and a string that already holds something.
+    for (std::size_t size : {0, 1, 200, 511, 512, 513, 1000, 5000, 40000}) {
+        const std::string big(size, 'v');
+        std::string fields = "Host: 3000-abc.proxy.example.com\r\nX-Big: " + big + "\r\n";
+        for (int i = 0; i < 40; ++i)
+            fields += "X-Field-" + std::to_string(i) + ": " + std::to_string(i) + "\r\n";
+        auto r = forward(fields);
+        CHECK(values(r.out, "X-Big") == std::vector<std::string>{big});
+        CHECK(values(r.out, "X-Field-39") == std::vector<std::string>{"39"});
+        CHECK(r.out.size == r.wire.size());
+
+        std::string wire = "before";
+        static std::string in;
+        in = "HTTP/1.1 200 OK\r\nX-Big: " + big + "\r\nContent-Length: 3\r\n\r\n";
+        h1::head res;
+        REQUIRE(h1::parse_response(in, res, false).status == h1::parse_status::done);
+        write_response_head(wire, res, h1::body_kind::length, true, 11);
+        CHECK(wire == "beforeHTTP/1.1 200 OK\r\nX-Big: " + big + "\r\nContent-Length: 3\r\n\r\n");
+    }
+}
