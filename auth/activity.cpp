@@ -1,5 +1,7 @@
 #include "auth/activity.hpp"
 
+#include "common/coarse_clock.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -97,7 +99,7 @@ struct activity_tracker::impl : std::enable_shared_from_this<impl> {
             co_await self->timer.async_wait(use_nothrow);
             if (self->stopped)
                 co_return;
-            auto now = clock::now();
+            auto now = coarse_now();
             for (auto it = self->live.begin(); it != self->live.end();) {
                 if (it->second == 0) {
                     it = self->live.erase(it);
@@ -138,7 +140,7 @@ activity_tracker::handle activity_tracker::start(std::string_view sandbox_id,
     if (it == i.live.end())
         it = i.live.emplace(std::string(sandbox_id), 0u).first;
     ++it->second;
-    i.touch(sandbox_id, clock::now());
+    i.touch(sandbox_id, coarse_now());
     return handle{&it->second};
 }
 

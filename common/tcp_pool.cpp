@@ -1,5 +1,7 @@
 #include "common/tcp_pool.hpp"
 
+#include "common/coarse_clock.hpp"
+
 #include <cerrno>
 #include <sys/socket.h>
 
@@ -30,7 +32,7 @@ std::optional<tcp_pool::connection> tcp_pool::take(std::string_view key, bool ch
     if (it == idle_.end())
         return std::nullopt;
     auto& list = it->second;
-    auto now = std::chrono::steady_clock::now();
+    auto now = coarse_now();
     while (!list.empty()) {
         idle entry = std::move(list.back());
         list.pop_back();
@@ -55,7 +57,7 @@ void tcp_pool::put(std::string_view key, boost::asio::ip::tcp::socket socket, vo
         list.pop_front();
         idle_total_.fetch_sub(1, std::memory_order_relaxed);
     }
-    list.push_back(idle{connection{std::move(socket), tls}, std::chrono::steady_clock::now()});
+    list.push_back(idle{connection{std::move(socket), tls}, coarse_now()});
     idle_total_.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -251,11 +251,12 @@ class session final : public exchange {
         co_return co_await flush(client_) && keep;
     }
 
-    // Writes bufs_ to `s`: a plain write, then a coroutine only for what did not fit.
+    // Writes bufs_ to `s`: a plain write, then a coroutine only for what did not fit (with a
+    // deadline: one is needed only while waiting).
     awaitable<bool> flush(timed_socket& s) {
-        s.expires_after(io_timeout);
         if (write_now(s, bufs_))
             co_return true;
+        s.expires_after(io_timeout);
         co_return !co_await write_all(s, bufs_);
     }
 

@@ -3,6 +3,7 @@
 // a timer per operation, a read buffer that parsed heads can point into, and writes that try a
 // plain non-blocking write before any asynchronous operation.
 #include "common/async.hpp"
+#include "common/coarse_clock.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -53,8 +54,9 @@ struct timed_socket {
     timed_socket(const timed_socket&) = delete;
     timed_socket& operator=(const timed_socket&) = delete;
 
+    // (From the coarse clock: deadlines are checked every 250 ms.)
     void expires_after(clock::duration d) {
-        deadline = clock::now() + d;
+        deadline = coarse_now() + d;
         timed_out = false;
     }
     void expires_never() {

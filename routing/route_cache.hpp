@@ -7,6 +7,7 @@
 // refresh it. "Not found" answers are cached briefly; "unavailable" never. Bounded in entries
 // and bytes. Thread-safe: one mutex, held only for a hash lookup or insert (no syscall when
 // uncontended, no allocation on a hit).
+#include "common/coarse_clock.hpp"
 #include "routing/route.hpp"
 
 #include <chrono>
@@ -27,7 +28,7 @@ class route_cache {
         std::chrono::seconds stale_max{300};
         std::size_t max_entries = 1000000;
         std::size_t max_bytes = 256 * 1024 * 1024;
-        std::function<clock::time_point()> now = [] { return clock::now(); };
+        std::function<clock::time_point()> now = [] { return coarse_now(); };
     };
 
     template <class T> struct hit {
