@@ -49,22 +49,22 @@ struct activity_tracker::impl : std::enable_shared_from_this<impl> {
     boost::asio::steady_timer timer;
     bool running = false;
     bool stopped = false;
-    // Live requests per sandbox on this worker. Node-based: a handle keeps a pointer to its
-    // counter; entries at zero are swept by the loop.
-    std::unordered_map<std::string, unsigned, string_hash, std::equal_to<>> live;
-    // This worker's last claim per sandbox: spares the process-wide mutex on busy sandboxes.
-    std::unordered_map<std::string, clock::time_point, string_hash, std::equal_to<>> recent;
+    struct sandbox {
+        unsigned live = 0; // requests to it on this worker now
+        // This worker's last claim: spares the process-wide mutex on busy sandboxes.
+        clock::time_point claimed = clock::time_point::min();
+    };
+    // The sandboxes with live requests or a recent claim on this worker (one lookup per
+    // request). Node-based: a handle keeps a pointer to its `live`; the loop sweeps entries
+    // with neither.
+    std::unordered_map<std::string, sandbox, string_hash, std::equal_to<>> sandboxes;
 
-    void touch(std::string_view id, clock::time_point now) {
-        auto it = recent.find(id);
-        if (it != recent.end() && now - it->second < shared.min_gap())
+    void touch(std::string_view id, sandbox& s, clock::time_point now) {
+        if (now < s.claimed + shared.min_gap())
             return;
         if (!shared.claim(id, now))
             return;
-        if (it == recent.end())
-            recent.emplace(std::string(id), now);
-        else
-            it->second = now;
+        s.claimed = now;
         boost::asio::co_spawn(ex, post(shared_from_this(), std::string(id)), boost::asio::detached);
     }
 
@@ -100,17 +100,16 @@ struct activity_tracker::impl : std::enable_shared_from_this<impl> {
             if (self->stopped)
                 co_return;
             auto now = coarse_now();
-            for (auto it = self->live.begin(); it != self->live.end();) {
-                if (it->second == 0) {
-                    it = self->live.erase(it);
+            for (auto it = self->sandboxes.begin(); it != self->sandboxes.end();) {
+                auto& s = it->second;
+                if (s.live == 0 && now >= s.claimed + self->shared.min_gap()) {
+                    it = self->sandboxes.erase(it);
                     continue;
                 }
-                self->touch(it->first, now);
+                if (s.live > 0)
+                    self->touch(it->first, s, now);
                 ++it;
             }
-            for (auto it = self->recent.begin(); it != self->recent.end();)
-                it = now - it->second >= self->shared.min_gap() ? self->recent.erase(it)
-                                                                 : std::next(it);
         }
     }
 };
@@ -136,12 +135,12 @@ activity_tracker::handle activity_tracker::start(std::string_view sandbox_id,
             return handle{};
     }
     auto& i = *impl_;
-    auto it = i.live.find(sandbox_id);
-    if (it == i.live.end())
-        it = i.live.emplace(std::string(sandbox_id), 0u).first;
-    ++it->second;
-    i.touch(sandbox_id, coarse_now());
-    return handle{&it->second};
+    auto it = i.sandboxes.find(sandbox_id);
+    if (it == i.sandboxes.end())
+        it = i.sandboxes.emplace(std::string(sandbox_id), impl::sandbox{}).first;
+    ++it->second.live;
+    i.touch(sandbox_id, it->second, coarse_now());
+    return handle{&it->second.live};
 }
 
 void activity_tracker::run() {
@@ -158,8 +157,8 @@ void activity_tracker::stop() {
 
 std::size_t activity_tracker::live_sandboxes() const {
     std::size_t n = 0;
-    for (auto& [id, count] : impl_->live)
-        n += count > 0;
+    for (auto& [id, s] : impl_->sandboxes)
+        n += s.live > 0;
     return n;
 }
 
