@@ -1,6 +1,7 @@
 #include "proxy/h1_codec.hpp"
 
 #include <array>
+#include <bit>
 #include <charconv>
 #include <cstdint>
 #include <cstring>
@@ -40,9 +41,12 @@ template <unsigned char low> const char* skip_to_control(const char* p, const ch
         std::uint64_t w;
         std::memcpy(&w, p, 8);
         const std::uint64_t del = w ^ (ones * 0x7F);
-        // A byte below `low` (exact for low <= 0x80), or a zero byte of w ^ DEL.
-        if (((w - ones * low) & ~w & highs) | ((del - ones) & ~del & highs))
-            break;
+        // A byte below `low` (exact for low <= 0x80), or a zero byte of w ^ DEL. A borrow can
+        // mark bytes after a marked one, never before: the lowest mark is the first such byte
+        // (the word's first bytes are its low ones).
+        const std::uint64_t marks = ((w - ones * low) & ~w & highs) | ((del - ones) & ~del & highs);
+        if (marks)
+            return p + (std::countr_zero(marks) >> 3);
         p += 8;
     }
     while (p != end) {
