@@ -251,11 +251,17 @@ class session final : public exchange {
         co_return co_await flush(client_) && keep;
     }
 
-    // Writes bufs_ to `s`: a plain write, then a coroutine only for what did not fit (with a
-    // deadline: one is needed only while waiting).
+    // Writes bufs_ to `s`: a plain write, then a coroutine only for what did not fit.
     awaitable<bool> flush(timed_socket& s) {
         if (write_now(s, bufs_))
             co_return true;
+        co_return co_await flush_rest(s);
+    }
+
+    // Writes what a plain write (write_now) left of bufs_, with a deadline (one is needed only
+    // while waiting). The hot path calls write_now itself and this only when needed: most
+    // writes complete at once, and flush's coroutine frame costs more than the write's code.
+    awaitable<bool> flush_rest(timed_socket& s) {
         s.expires_after(io_timeout);
         co_return !co_await write_all(s, bufs_);
     }
@@ -485,7 +491,7 @@ class session final : public exchange {
                 if (bodyless) {
                     // No body (most requests): the head alone, without a relay coroutine.
                     bufs_.assign({asio::buffer(head_out_)});
-                    if (!co_await flush(*upstream_))
+                    if (!write_now(*upstream_, bufs_) && !co_await flush_rest(*upstream_))
                         sent = relay_failure::write;
                 } else {
                     body_lease.emplace(ctx_);
@@ -623,7 +629,7 @@ class session final : public exchange {
                 rec_.bytes_out += length;
                 bufs_.assign({asio::buffer(head_out_),
                               asio::buffer(up_buf.data().substr(res_.size, length))});
-                if (!co_await flush(client_))
+                if (!write_now(client_, bufs_) && !co_await flush_rest(client_))
                     co_return false;
                 if (upstream_keep && request_done && up_buf.size() == res_.size + length)
                     keep_upstream(route, client_keep);
