@@ -11,6 +11,7 @@
 #include "proxy/worker.hpp"
 #include "routing/host.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -122,6 +123,7 @@ class exchange {
     std::string request_id_;
     char traceparent_[56];
     std::size_t traceparent_size_ = 0;
+    std::array<std::string_view, 4> forward_tail_; // forward()'s target parts
 
     awaitable<bool> dispatch();
     auth::request_view make_view(const routing::host_target& t, auth::request_mode mode);
@@ -131,6 +133,10 @@ class exchange {
     awaitable<bool> serve_toolbox(const routing::toolbox_target& tb);
     awaitable<bool> serve_build_logs(bool snapshot, std::string_view id);
     awaitable<bool> serve_preview(const routing::host_target& t);
+    // The access decision for view_, into decision_: true when the request may go on. At once
+    // when there is nothing to check or auth has the answer at hand (most requests, without a
+    // coroutine frame); otherwise empty, and decide() asks.
+    std::optional<bool> decide_now();
     awaitable<bool> decide();
     awaitable<bool> forward(std::shared_ptr<const routing::runner_route> route,
                             std::string_view id, std::string_view kind_path,
