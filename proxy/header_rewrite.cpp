@@ -43,6 +43,18 @@ class head_writer {
     head_writer& field(std::string_view name, std::string_view value) {
         return room(name.size() + value.size() + 4).raw(name).raw(": "sv).raw(value).raw("\r\n"sv);
     }
+    // `HTTP/1.1 {status} {reason}` and its CRLF; a status has three digits (the parser's
+    // and edgegate's own), written without to_chars.
+    head_writer& status_line(unsigned status, std::string_view reason) {
+        const char code[] = {static_cast<char>('0' + status / 100 % 10),
+                             static_cast<char>('0' + status / 10 % 10),
+                             static_cast<char>('0' + status % 10), ' '};
+        return room(15 + reason.size())
+            .raw("HTTP/1.1 "sv)
+            .raw({code, sizeof code})
+            .raw(reason)
+            .raw("\r\n"sv);
+    }
     head_writer& number(std::uint64_t n) {
         room(20);
         auto [end, ec] = std::to_chars(out_.data() + at_, out_.data() + at_ + 20, n);
@@ -256,8 +268,7 @@ void append_end_to_end(head_writer& out, const h1::head& res, const response_edi
 void write_response_head(std::string& into, const h1::head& res, h1::body_kind body,
                          bool keep_alive, unsigned client_version, const response_edits& edits) {
     head_writer out(into);
-    out.put("HTTP/1.1 "sv).number(res.status).put(" "sv);
-    out.put(res.reason.empty() ? reason_phrase(res.status) : res.reason).put("\r\n"sv);
+    out.status_line(res.status, res.reason.empty() ? reason_phrase(res.status) : res.reason);
     append_end_to_end(out, res, edits);
     if (body == h1::body_kind::none) {
         // HEAD and 304 describe the representation: the runner's length stays.
@@ -279,8 +290,7 @@ void write_response_head(std::string& into, const h1::head& res, h1::body_kind b
 void write_upgrade_response_head(std::string& into, const h1::head& res,
                                  const response_edits& edits) {
     head_writer out(into);
-    out.put("HTTP/1.1 101 "sv);
-    out.put(res.reason.empty() ? reason_phrase(101) : res.reason).put("\r\n"sv);
+    out.status_line(101, res.reason.empty() ? reason_phrase(101) : res.reason);
     append_end_to_end(out, res, edits);
     out.put("Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n"sv);
 }
@@ -301,7 +311,7 @@ void write_local_response(std::string& into, unsigned status, std::string_view c
                           std::string_view body, bool keep_alive, bool head_only,
                           std::span<const h1::field> extra) {
     head_writer out(into);
-    out.put("HTTP/1.1 "sv).number(status).put(" "sv).put(reason_phrase(status)).put("\r\n"sv);
+    out.status_line(status, reason_phrase(status));
     if (!content_type.empty())
         out.field("Content-Type"sv, content_type);
     for (const auto& f : extra)
