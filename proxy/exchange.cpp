@@ -201,13 +201,6 @@ bool head_fields::each_value(std::string_view name, void* ctx,
     return false;
 }
 
-awaitable<bool> exchange::route_request() {
-    begin_exchange();
-    bool keep = co_await dispatch();
-    end_exchange();
-    co_return keep;
-}
-
 awaitable<bool> exchange::dispatch() {
     reset_decision();
     view_ = auth::request_view{};

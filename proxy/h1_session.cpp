@@ -228,7 +228,10 @@ class session final : public exchange {
         }
         in_used_ = req_.size;
         body_unread_ = req_.body != body_kind::none;
-        co_return co_await route_request();
+        begin_exchange();
+        const bool keep = co_await dispatch();
+        end_exchange();
+        co_return keep;
     }
 
     std::string_view protocol() const override { return "h1"; }

@@ -355,7 +355,9 @@ awaitable<void> stream::run() {
         end_exchange();
         co_return;
     }
-    co_await route_request();
+    begin_exchange();
+    co_await dispatch();
+    end_exchange();
 }
 
 void stream::submit_head(unsigned status,
