@@ -461,7 +461,7 @@ class session final : public exchange {
                 bool reused = false;
                 std::string detail;
                 const bool check_open = !(replayable && attempt == 0);
-                if (reuse_held(route, check_open) ||
+                if (reuse_held(route_ptr, check_open) ||
                     take_pooled(ctx_, route, check_open, upstream_)) {
                     reused = true;
                 } else if (auto ec = co_await connect_runner(ctx_, route, upstream_, detail,
@@ -635,7 +635,7 @@ class session final : public exchange {
                 if (!write_now(client_, bufs_) && !co_await flush_rest(client_))
                     co_return false;
                 if (upstream_keep && request_done && up_buf.size() == res_.size + length)
-                    keep_upstream(route, client_keep);
+                    keep_upstream(route_ptr, client_keep);
                 else
                     upstream_.reset();
                 co_return client_keep;
@@ -661,7 +661,7 @@ class session final : public exchange {
                 co_return false; // a half-sent response can only end with the connection
             }
             if (upstream_keep && request_done && up_buf.empty())
-                keep_upstream(route, client_keep);
+                keep_upstream(route_ptr, client_keep);
             else
                 upstream_.reset();
             co_return client_keep;
@@ -673,27 +673,30 @@ class session final : public exchange {
     // request is for another runner, when the client has been idle for a tick period of the
     // socket watch (a quarter to half a second: idle clients do not hold runner connections),
     // and when the client connection ends.
-    void keep_upstream(const routing::runner_route& route, bool client_stays) {
-        std::string scratch;
-        const std::string_view key = pool_key(route, scratch);
+    void keep_upstream(const std::shared_ptr<const routing::runner_route>& route,
+                       bool client_stays) {
         if (!client_stays) {
-            pool_upstream(ctx_, key, upstream_);
+            pool_upstream(ctx_, *route, upstream_);
             return;
         }
         upstream_->expires_never();
-        held_key_.assign(key);
+        if (held_route_ != route) { // (usually the same route again: its key is kept)
+            std::string scratch;
+            held_key_.assign(pool_key(*route, scratch));
+            held_route_ = route;
+        }
         held_ = true;
     }
 
     // The kept runner connection, when it leads to `route`'s runner and (with `check_open`, as
     // tcp_pool::take) the runner has not closed it.
-    bool reuse_held(const routing::runner_route& route, bool check_open) {
+    bool reuse_held(const std::shared_ptr<const routing::runner_route>& route, bool check_open) {
         if (!held_)
             return false;
         held_ = false;
         client_.idle_hook = nullptr;
         std::string scratch;
-        if (held_key_ != pool_key(route, scratch)) {
+        if (held_route_ != route && held_key_ != pool_key(*route, scratch)) {
             pool_upstream(ctx_, held_key_, upstream_);
             return false;
         }
@@ -905,6 +908,7 @@ class session final : public exchange {
     std::optional<timed_socket> upstream_;
     bool held_ = false;     // upstream_ is kept from the previous exchange (keep_upstream)
     std::string held_key_;  // its pool key
+    std::shared_ptr<const routing::runner_route> held_route_; // the route held_key_ is from
     body_state request_body_;
     body_state response_body_;
     std::string head_out_;                   // an outgoing head being written
