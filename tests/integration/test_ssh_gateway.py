@@ -476,6 +476,10 @@ def port_refuses(port):
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        # Queued on a worker's listener as it closed (each worker has its own, SO_REUSEPORT):
+        # reset, not refused yet. The next attempt tells.
+        return False
 
 
 class ShutdownTest(ssh_stack.SshTestCase):
