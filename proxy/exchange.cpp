@@ -651,11 +651,7 @@ bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check
 void pool_upstream(worker_context& ctx, const routing::runner_route& r,
                    std::optional<timed_socket>& up) {
     std::string scratch;
-    pool_upstream(ctx, pool_key(r, scratch), up);
-}
-
-void pool_upstream(worker_context& ctx, std::string_view key, std::optional<timed_socket>& up) {
-    ctx.upstream_pool.put(key, std::move(up->sock), std::exchange(up->tls, nullptr));
+    ctx.upstream_pool.put(pool_key(r, scratch), std::move(up->sock), std::exchange(up->tls, nullptr));
     up.reset();
 }
 

@@ -204,7 +204,6 @@ bool take_pooled(worker_context& ctx, const routing::runner_route& r, bool check
 // Gives the runner connection in `up` back to the pool (after a clean exchange) and empties it.
 void pool_upstream(worker_context& ctx, const routing::runner_route& r,
                    std::optional<timed_socket>& up);
-void pool_upstream(worker_context& ctx, std::string_view key, std::optional<timed_socket>& up);
 // The pool's key for connections to the route's runner ("host:port", "https://" in front for
 // TLS); `scratch` may hold it.
 std::string_view pool_key(const routing::runner_route& r, std::string& scratch);

@@ -58,7 +58,6 @@ template <unsigned char low> const char* skip_to_control(const char* p, const ch
     return p;
 }
 
-
 char lower(char c) {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
 }

@@ -680,11 +680,8 @@ class session final : public exchange {
             return;
         }
         upstream_->expires_never();
-        if (held_route_ != route) { // (usually the same route again: its key is kept)
-            std::string scratch;
-            held_key_.assign(pool_key(*route, scratch));
+        if (held_route_ != route) // (usually the same route again: no reference count change)
             held_route_ = route;
-        }
         held_ = true;
     }
 
@@ -695,9 +692,10 @@ class session final : public exchange {
             return false;
         held_ = false;
         client_.idle_hook = nullptr;
-        std::string scratch;
-        if (held_route_ != route && held_key_ != pool_key(*route, scratch)) {
-            pool_upstream(ctx_, held_key_, upstream_);
+        std::string held_scratch, scratch;
+        if (held_route_ != route &&
+            pool_key(*held_route_, held_scratch) != pool_key(*route, scratch)) {
+            pool_upstream(ctx_, *held_route_, upstream_);
             return false;
         }
         if (check_open && !tcp_pool::looks_open(upstream_->sock)) {
@@ -712,7 +710,7 @@ class session final : public exchange {
             return;
         held_ = false;
         client_.idle_hook = nullptr;
-        pool_upstream(ctx_, held_key_, upstream_);
+        pool_upstream(ctx_, *held_route_, upstream_);
     }
 
     static void on_idle(void* self) { static_cast<session*>(self)->give_back_held(); }
@@ -906,9 +904,8 @@ class session final : public exchange {
     std::string carry_;       // bytes read past a request body, for the next exchange
     h1::head res_;
     std::optional<timed_socket> upstream_;
-    bool held_ = false;     // upstream_ is kept from the previous exchange (keep_upstream)
-    std::string held_key_;  // its pool key
-    std::shared_ptr<const routing::runner_route> held_route_; // the route held_key_ is from
+    bool held_ = false; // upstream_ is kept from the previous exchange (keep_upstream)
+    std::shared_ptr<const routing::runner_route> held_route_; // the route it was kept for
     body_state request_body_;
     body_state response_body_;
     std::string head_out_;                   // an outgoing head being written
