@@ -11,6 +11,10 @@ gateway offers the runner the cipher the client negotiated first, so with `-c X`
 sshd does the same work per byte in both paths. Each cipher and direction runs --rounds times,
 direct and gateway back to back (the machine's load moves between rounds more than within one);
 the median ratio is reported.
+
+A/B of two builds: `--compare-bin other/edgegate` starts a second gateway from that executable in
+front of the same sshd; every round then measures direct, gateway and gateway_b back to back, the
+two gateways taking turns going first.
 """
 import argparse
 import json
@@ -63,6 +67,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="each cipher and direction is measured this many times, direct and "
                          "gateway back to back; the ratio reported is the median")
+    ap.add_argument("--directions", default="download,upload")
+    ap.add_argument("--compare-bin", metavar="PATH",
+                    help="A/B: a second gateway run from this executable, in front of the same "
+                         "sshd, measured in the same rounds (\"gateway_b\"); the two gateways "
+                         "take turns going first")
     ap.add_argument("--out", default=os.path.join(HERE, "..", "build", "bench"))
     args = ap.parse_args()
 
@@ -76,39 +85,57 @@ def main():
         size = args.size_mib * 1024 * 1024
         src = os.path.join(env.tmp, "upload.bin")
         subprocess.run(["head", "-c", str(size), "/dev/zero"], stdout=open(src, "wb"), check=True)
-        eg_pid, sshd_pid = env.eg.pid, env.sshd.proc.pid
+        sshd_pid = env.sshd.proc.pid
+        gateways = [("gateway", gw, env.eg.pid)]
+        if args.compare_bin:
+            eg_b, port_b = env.start_gateway(os.path.abspath(args.compare_bin))
+            gw_b = lambda *a, opts=(): ssh_stack.ssh_cmd(port_b, ssh_stack.PUBLIC_TOKEN, *a,
+                                                          opts=opts)
+            gateways.append(("gateway_b", gw_b, eg_b.pid))
         gib = size / 2**30
         for cipher in args.ciphers.split(","):
-            for direction in ("download", "upload"):
+            for direction in args.directions.split(","):
                 remote = (f"head -c {size} /dev/zero" if direction == "download"
                           else "cat > /dev/null")
                 row = {"cipher": cipher, "direction": direction, "rounds": []}
-                for _ in range(args.rounds):
+                for i in range(args.rounds):
                     r = {"loadavg": round(os.getloadavg()[0], 1)}
-                    for path, mk in (("direct", direct), ("gateway", gw)):
+                    turn = gateways if i % 2 == 0 else gateways[::-1]
+                    for path, mk, eg_pid in [("direct", direct, None), *turn]:
                         wait_reaped(sshd_pid)
-                        eg0, sd0 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
+                        eg0 = cpu_seconds(eg_pid) if eg_pid else 0
+                        sd0 = cpu_seconds(sshd_pid, children=True)
                         stdin = open(src, "rb") if direction == "upload" else None
                         secs = run(mk(remote, opts=["-c", cipher]), stdin=stdin)
                         wait_reaped(sshd_pid)
-                        eg1, sd1 = cpu_seconds(eg_pid), cpu_seconds(sshd_pid, children=True)
+                        eg1 = cpu_seconds(eg_pid) if eg_pid else 0
+                        sd1 = cpu_seconds(sshd_pid, children=True)
                         r[path] = {"seconds": round(secs, 2),
                                    "mib_s": round(size / 2**20 / secs, 1),
                                    "sshd_cpu_s_per_gib": round((sd1 - sd0) / gib, 2)}
-                        if path == "gateway":
+                        if eg_pid:
                             r[path]["gateway_cpu_s_per_gib"] = round((eg1 - eg0) / gib, 2)
-                    r["ratio"] = round(r["gateway"]["mib_s"] / r["direct"]["mib_s"], 2)
+                    for path, _, _ in gateways:
+                        r[path]["ratio"] = round(r[path]["mib_s"] / r["direct"]["mib_s"], 2)
+                    r["ratio"] = r["gateway"]["ratio"]
                     row["rounds"].append(r)
-                    print(f"{cipher:30} {direction:8} direct {r['direct']['mib_s']:6.1f} MiB/s  "
-                          f"gateway {r['gateway']['mib_s']:6.1f} MiB/s  ratio {r['ratio']:.2f}  "
-                          f"CPU s/GiB: gateway {r['gateway']['gateway_cpu_s_per_gib']:.2f}, "
-                          f"sshd {r['direct']['sshd_cpu_s_per_gib']:.2f} direct / "
-                          f"{r['gateway']['sshd_cpu_s_per_gib']:.2f} via gateway  "
-                          f"(load {r['loadavg']})", flush=True)
-                row["ratio_median"] = statistics.median(r["ratio"] for r in row["rounds"])
+                    print(f"{cipher:30} {direction:8} direct {r['direct']['mib_s']:6.1f} MiB/s "
+                          f"(sshd {r['direct']['sshd_cpu_s_per_gib']:.2f} CPU s/GiB)", flush=True)
+                    for path, _, _ in gateways:
+                        g = r[path]
+                        print(f"{'':30} {'':8} {path:9} {g['mib_s']:6.1f} MiB/s  ratio "
+                              f"{g['ratio']:.2f}  CPU s/GiB: gateway "
+                              f"{g['gateway_cpu_s_per_gib']:.2f}, sshd "
+                              f"{g['sshd_cpu_s_per_gib']:.2f}  (load {r['loadavg']})", flush=True)
+                for path, _, _ in gateways:
+                    key = "ratio_median" if path == "gateway" else f"{path}_ratio_median"
+                    row[key] = statistics.median(r[path]["ratio"] for r in row["rounds"])
+                    cpu = statistics.median(r[path]["gateway_cpu_s_per_gib"]
+                                            for r in row["rounds"])
+                    print(f"{cipher:30} {direction:8} {path}: median ratio {row[key]:.2f}, "
+                          f"median gateway CPU {cpu:.2f} s/GiB over {args.rounds} rounds",
+                          flush=True)
                 results["bulk"].append(row)
-                print(f"{cipher:30} {direction:8} median ratio {row['ratio_median']:.2f} "
-                      f"over {args.rounds} rounds", flush=True)
         for path, mk in (("direct", direct), ("gateway", gw)):
             times = [run(mk("true")) for _ in range(args.setup_runs)]
             results["setup"][path] = {"median_ms": round(statistics.median(times) * 1000, 1),

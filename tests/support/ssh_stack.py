@@ -54,12 +54,20 @@ class SshStack:
                    "SSH_PRIVATE_KEY_FILE": self.runner_key, "SSH_HOST_KEY_FILE": self.host_key,
                    "RUNNER_SSH_PORT": self.sshd.port, "SSH_GATEWAY_PORT": self.ssh_port}
             env.update(self.extra_env)
+            self.gateway_env = env
             self.eg = self.stack.start_edgegate(env)
             self.eg_env = self.stack.edgegate_env(env)
         except BaseException:
             self.stop()
             raise
         return self
+
+    def start_gateway(self, binary):
+        """One more edgegate (the executable `binary`) in front of the same sshd and control
+        plane, on its own ports; returns the process and its SSH port."""
+        port = stack_mod.free_port()
+        return self.stack.start_edgegate({**self.gateway_env, "SSH_GATEWAY_PORT": port},
+                                         binary=binary), port
 
     def stop(self):
         if self.sshd:

@@ -424,12 +424,13 @@ class DevStack:
         env.update(extra_env or {})
         return clean_env(env)
 
-    def start_edgegate(self, extra_env=None, args=(), port=None, timeout=START_TIMEOUT):
-        """Starts build/edgegate (or $EDGEGATE_BIN) with edgegate_env(extra_env) and waits for
-        GET /health to answer 200 on PROXY_PORT (or `port`, when the port comes from a file)."""
+    def start_edgegate(self, extra_env=None, args=(), port=None, timeout=START_TIMEOUT, binary=None):
+        """Starts build/edgegate (or $EDGEGATE_BIN, or `binary`) with edgegate_env(extra_env) and
+        waits for GET /health to answer 200 on PROXY_PORT (or `port`, when the port comes from a
+        file)."""
         env = self.edgegate_env(extra_env)
         name = "edgegate" if not self.edgegates else f"edgegate-{len(self.edgegates) + 1}"
-        proc = self._start([edgegate_bin(), *args], name, env=env, wait_listening=False)
+        proc = self._start([binary or edgegate_bin(), *args], name, env=env, wait_listening=False)
         proc.port = int(port or env["PROXY_PORT"])
         proc.tls = str(env.get("ENABLE_TLS", "")).lower() == "true"
         self.edgegates.append(proc)
