@@ -105,6 +105,10 @@ void set_keepalive(tcp::socket& sock) {
     ::setsockopt(sock.native_handle(), IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
 }
 
+// The data of one packet libssh sends to a peer that allows 32 KiB packets (its maximum packet
+// size less the 10 bytes of the channel data message), the common case toward OpenSSH.
+constexpr uint32_t max_relay_payload = 32768 - 10;
+
 // Toward runners: the client's cipher first, then AES-GCM (the cheapest with AES-NI),
 // chacha20-poly1305 and AES-CTR.
 std::string upstream_ciphers(const std::string& client_cipher) {
@@ -1105,6 +1109,14 @@ int connection::on_data(side& s, void* data, uint32_t len, int is_stderr) noexce
     uint32_t room = ssh_channel_window_size(dst.ch);
     dst.max_window = std::max(dst.max_window, room);
     uint32_t n = std::min(len, room);
+    // libssh cuts what it sends into packets of the peer's maximum packet size less 10 bytes
+    // (32,758 for OpenSSH's 32 KiB), while clients and sshd send 32,768 bytes a packet: each
+    // packet relayed at once would go out as two, one of 10 bytes, and the receiver would
+    // decrypt and deliver twice the packets. While more input waits in the read-ahead, only
+    // whole packets go out; the rest stays in libssh's buffer for the next packet's bytes, or
+    // goes out at the end of the input round (service_pair, as leftover).
+    if (n > max_relay_payload && ra_.buffered() > 0)
+        n -= n % max_relay_payload;
     int w = 0;
     if (n > 0) {
         w = st ? ssh_channel_write_stderr(dst.ch, data, n) : ssh_channel_write(dst.ch, data, n);
