@@ -10,7 +10,8 @@ packages=(
   # run-time peers for tests and benchmarks
   python3 curl redis-server nginx-light haproxy wrk nghttp2-client openssh-client openssh-server
   python3-h2 python3-websockets ca-certificates openssl procps util-linux chromium
-  tmux ssh-audit  # the SSH gateway tests: a pty driven through tmux, the algorithm audit
+  tmux ssh-audit dropbear-bin  # the SSH gateway tests: a pty driven through tmux, the algorithm
+  # audit, a client with a small window (dropbear's dbclient)
 )
 
 missing=()

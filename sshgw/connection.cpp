@@ -35,10 +35,10 @@ struct connection::side {
     ssh_channel ch = nullptr;
     ssh_channel_callbacks_struct cb{};
     uint32_t leftover[2] = {0, 0}; // bytes libssh keeps for us (stdout, stderr) not yet forwarded
-    // Bytes taken out of libssh that the other side did not accept (its session was re-keying):
-    // written before anything else of that stream. At most one window.
+    // Bytes taken out of libssh that the other side did not accept yet (its window was short,
+    // or its session was re-keying): written before anything else of that stream. At most one
+    // of libssh's windows.
     std::string taken[2];
-    uint32_t max_window = 0; // the largest window the peer gave us on this channel
     bool eof_in = false, eof_out = false, close_in = false, close_out = false;
 };
 
@@ -756,7 +756,6 @@ void connection::attach(channel_pair& p) {
             s.cb.channel_exit_signal_function = cb_exit_signal;
         }
         ssh_set_channel_callbacks(s.ch, &s.cb);
-        s.max_window = ssh_channel_window_size(s.ch);
     }
     p.open = true;
     auto k = static_cast<std::size_t>(p.kind);
@@ -997,9 +996,13 @@ void connection::service_pair(channel_pair& p) {
     if (!p.s[1].close_out && !p.s[1].close_in)
         run_actions(p.requests);
 
-    // Data libssh kept because the other side's window was full: forward it once the other side
-    // can take all of it (or a full window of a peer whose window is smaller), so that reading
-    // it never re-opens our window faster than the other side drains.
+    // Data libssh kept because the other side's window was full. Reading it out of libssh
+    // (ssh_channel_read*) re-opens the source's window to 1.28 MB whatever libssh still holds,
+    // so it is read only when nothing taken earlier waits, and then all of it at once: what the
+    // other side's window does not take now waits in `taken`, and the source can send at most
+    // one more window meanwhile (which libssh keeps: on_data does not take it while `taken`
+    // holds bytes). Reading piecemeal, a window's worth per read, let a client with a small
+    // window (dropbear's 24 KiB) have the gateway buffer a whole download.
     for (int from = 0; from < 2; ++from) {
         auto& src = p.s[from];
         auto& dst = p.s[1 - from];
@@ -1011,10 +1014,9 @@ void connection::service_pair(channel_pair& p) {
                 src.taken[st].clear();
                 continue;
             }
-            if (!src.taken[st].empty()) {
-                auto& t = src.taken[st];
-                uint32_t room = ssh_channel_window_size(dst.ch);
-                uint32_t n = std::min<uint32_t>(room, uint32_t(t.size()));
+            auto& t = src.taken[st];
+            if (!t.empty()) {
+                uint32_t n = std::min<uint32_t>(ssh_channel_window_size(dst.ch), uint32_t(t.size()));
                 int wr = n == 0 ? 0
                          : st   ? ssh_channel_write_stderr(dst.ch, t.data(), n)
                                 : ssh_channel_write(dst.ch, t.data(), n);
@@ -1026,22 +1028,21 @@ void connection::service_pair(channel_pair& p) {
                     continue;
             }
             uint32_t room = ssh_channel_window_size(dst.ch);
-            dst.max_window = std::max(dst.max_window, room);
-            uint32_t want = src.leftover[st];
-            if (room < want && !(room > 0 && room >= dst.max_window))
-                continue;
-            uint32_t n = std::min<uint32_t>({want, room, uint32_t(w_.scratch.size())});
+            if (src.leftover[st] == 0 || room == 0)
+                continue; // nothing would go out: leave it with libssh
+            uint32_t n = std::min<uint32_t>(src.leftover[st], uint32_t(w_.scratch.size()));
             int r = ssh_channel_read_nonblocking(src.ch, w_.scratch.data(), n, st);
             if (r <= 0) {
                 src.leftover[st] = 0;
                 continue;
             }
             src.leftover[st] -= std::min<uint32_t>(src.leftover[st], r);
-            int wr = st ? ssh_channel_write_stderr(dst.ch, w_.scratch.data(), r)
-                        : ssh_channel_write(dst.ch, w_.scratch.data(), r);
+            uint32_t now = std::min<uint32_t>(room, r);
+            int wr = st ? ssh_channel_write_stderr(dst.ch, w_.scratch.data(), now)
+                        : ssh_channel_write(dst.ch, w_.scratch.data(), now);
             count_bytes(from, wr);
-            if (wr < r) // the other session is re-keying: keep the rest ourselves
-                src.taken[st].assign(w_.scratch.data() + std::max(wr, 0), w_.scratch.data() + r);
+            if (wr < r) // the other side's window is short, or its session is re-keying
+                t.assign(w_.scratch.data() + std::max(wr, 0), w_.scratch.data() + r);
         }
     }
     for (int from = 0; from < 2; ++from) {
@@ -1106,9 +1107,7 @@ int connection::on_data(side& s, void* data, uint32_t len, int is_stderr) noexce
         repump_ = true;
         return 0;
     }
-    uint32_t room = ssh_channel_window_size(dst.ch);
-    dst.max_window = std::max(dst.max_window, room);
-    uint32_t n = std::min(len, room);
+    uint32_t n = std::min(len, ssh_channel_window_size(dst.ch));
     // libssh cuts what it sends into packets of the peer's maximum packet size less 10 bytes
     // (32,758 for OpenSSH's 32 KiB), while clients and sshd send 32,768 bytes a packet: each
     // packet relayed at once would go out as two, one of 10 bytes, and the receiver would

@@ -416,6 +416,34 @@ class LoadTest(ssh_stack.SshTestCase):
         self.assertEqual(got, size)
 
 
+    @unittest.skipUnless(os.path.exists("/usr/bin/dbclient"), "dropbear-bin is not installed")
+    def test_small_window_client_download_keeps_gateway_memory_bounded(self):
+        # dropbear's client opens 24 KiB of window at a time, OpenSSH's 2 MiB. The gateway used
+        # to take what waited for such a client out of libssh a window at a time, and libssh
+        # re-opened the runner's window by 1.28 MB on each read: the gateway held the download.
+        pid = self.env.eg.pid
+        size = 128 * MiB
+        path = os.path.join(self.env.tmp, "small-window.bin")
+        digest = random_file(path, size)
+        p = subprocess.Popen(["dbclient", "-y", "-y", "-W", "24576", "-p", str(self.env.ssh_port),
+                              f"{PUBLIC_TOKEN}@127.0.0.1", f"cat {path}"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, env={**os.environ, "HOME": self.env.tmp})
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        before = peak = rss_kib(pid)
+        h = hashlib.sha256()
+        got = 0
+        for chunk in iter(lambda: p.stdout.read(MiB), b""):
+            h.update(chunk)
+            got += len(chunk)
+            peak = max(peak, rss_kib(pid))
+        self.assertEqual(p.wait(120), 0, p.stderr.read())
+        self.assertEqual((got, h.hexdigest()), (size, digest))
+        if not under_asan(pid):
+            self.assertLess(peak - before, 32 * 1024, f"RSS grew from {before} to {peak} KiB")
+
+
 class LimitsTest(ssh_stack.SshTestCase):
     edgegate_env = {"SSH_LOGIN_GRACE_SEC": 3, "SSH_MAX_UNAUTHENTICATED": 2}
 
