@@ -78,8 +78,9 @@ def main():
     env = ssh_stack.SshStack().start()
     results = {"size_mib": args.size_mib, "bulk": [], "setup": {}}
     try:
-        gw = lambda *a, opts=(): ssh_stack.ssh_cmd(env.ssh_port, ssh_stack.PUBLIC_TOKEN, *a,
-                                                    opts=opts)
+        via = lambda port: lambda *a, opts=(): ssh_stack.ssh_cmd(port, ssh_stack.PUBLIC_TOKEN,
+                                                                  *a, opts=opts)
+        gw = via(env.ssh_port)
         direct = lambda *a, opts=(): ssh_stack.ssh_cmd(
             env.sshd.port, env.sandbox_id, *a, opts=["-i", env.runner_key, *opts])
         size = args.size_mib * 1024 * 1024
@@ -89,9 +90,7 @@ def main():
         gateways = [("gateway", gw, env.eg.pid)]
         if args.compare_bin:
             eg_b, port_b = env.start_gateway(os.path.abspath(args.compare_bin))
-            gw_b = lambda *a, opts=(): ssh_stack.ssh_cmd(port_b, ssh_stack.PUBLIC_TOKEN, *a,
-                                                          opts=opts)
-            gateways.append(("gateway_b", gw_b, eg_b.pid))
+            gateways.append(("gateway_b", via(port_b), eg_b.pid))
         gib = size / 2**30
         for cipher in args.ciphers.split(","):
             for direction in args.directions.split(","):
@@ -117,7 +116,6 @@ def main():
                             r[path]["gateway_cpu_s_per_gib"] = round((eg1 - eg0) / gib, 2)
                     for path, _, _ in gateways:
                         r[path]["ratio"] = round(r[path]["mib_s"] / r["direct"]["mib_s"], 2)
-                    r["ratio"] = r["gateway"]["ratio"]
                     row["rounds"].append(r)
                     print(f"{cipher:30} {direction:8} direct {r['direct']['mib_s']:6.1f} MiB/s "
                           f"(sshd {r['direct']['sshd_cpu_s_per_gib']:.2f} CPU s/GiB)", flush=True)
@@ -127,14 +125,14 @@ def main():
                               f"{g['ratio']:.2f}  CPU s/GiB: gateway "
                               f"{g['gateway_cpu_s_per_gib']:.2f}, sshd "
                               f"{g['sshd_cpu_s_per_gib']:.2f}  (load {r['loadavg']})", flush=True)
+                row["medians"] = {}
                 for path, _, _ in gateways:
-                    key = "ratio_median" if path == "gateway" else f"{path}_ratio_median"
-                    row[key] = statistics.median(r[path]["ratio"] for r in row["rounds"])
-                    cpu = statistics.median(r[path]["gateway_cpu_s_per_gib"]
-                                            for r in row["rounds"])
-                    print(f"{cipher:30} {direction:8} {path}: median ratio {row[key]:.2f}, "
-                          f"median gateway CPU {cpu:.2f} s/GiB over {args.rounds} rounds",
-                          flush=True)
+                    m = {k: statistics.median(r[path][k] for r in row["rounds"])
+                         for k in ("ratio", "gateway_cpu_s_per_gib")}
+                    row["medians"][path] = m
+                    print(f"{cipher:30} {direction:8} {path}: median ratio {m['ratio']:.2f}, "
+                          f"median gateway CPU {m['gateway_cpu_s_per_gib']:.2f} s/GiB over "
+                          f"{args.rounds} rounds", flush=True)
                 results["bulk"].append(row)
         for path, mk in (("direct", direct), ("gateway", gw)):
             times = [run(mk("true")) for _ in range(args.setup_runs)]

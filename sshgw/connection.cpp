@@ -109,6 +109,15 @@ void set_keepalive(tcp::socket& sock) {
 // size less the 10 bytes of the channel data message), the common case toward OpenSSH.
 constexpr uint32_t max_relay_payload = 32768 - 10;
 
+// Writes up to `n` bytes of stdout (st 0) or stderr (st 1) to `ch`: the bytes libssh took, 0 when
+// none (its session re-keying, or a failed write).
+int write_stream(ssh_channel ch, int st, const void* data, uint32_t n) {
+    if (n == 0)
+        return 0;
+    int w = st ? ssh_channel_write_stderr(ch, data, n) : ssh_channel_write(ch, data, n);
+    return std::max(w, 0);
+}
+
 // Toward runners: the client's cipher first, then AES-GCM (the cheapest with AES-NI),
 // chacha20-poly1305 and AES-CTR.
 std::string upstream_ciphers(const std::string& client_cipher) {
@@ -1016,14 +1025,11 @@ void connection::service_pair(channel_pair& p) {
             }
             auto& t = src.taken[st];
             if (!t.empty()) {
-                uint32_t n = std::min<uint32_t>(ssh_channel_window_size(dst.ch), uint32_t(t.size()));
-                int wr = n == 0 ? 0
-                         : st   ? ssh_channel_write_stderr(dst.ch, t.data(), n)
-                                : ssh_channel_write(dst.ch, t.data(), n);
-                if (wr > 0) {
-                    t.erase(0, static_cast<std::size_t>(wr));
-                    count_bytes(from, wr);
-                }
+                int wr = write_stream(dst.ch, st, t.data(),
+                                      std::min<uint32_t>(ssh_channel_window_size(dst.ch),
+                                                         uint32_t(t.size())));
+                t.erase(0, static_cast<std::size_t>(wr));
+                count_bytes(from, wr);
                 if (!t.empty())
                     continue;
             }
@@ -1037,12 +1043,10 @@ void connection::service_pair(channel_pair& p) {
                 continue;
             }
             src.leftover[st] -= std::min<uint32_t>(src.leftover[st], r);
-            uint32_t now = std::min<uint32_t>(room, r);
-            int wr = st ? ssh_channel_write_stderr(dst.ch, w_.scratch.data(), now)
-                        : ssh_channel_write(dst.ch, w_.scratch.data(), now);
+            int wr = write_stream(dst.ch, st, w_.scratch.data(), std::min<uint32_t>(room, r));
             count_bytes(from, wr);
             if (wr < r) // the other side's window is short, or its session is re-keying
-                t.assign(w_.scratch.data() + std::max(wr, 0), w_.scratch.data() + r);
+                t.assign(w_.scratch.data() + wr, w_.scratch.data() + r);
         }
     }
     for (int from = 0; from < 2; ++from) {
@@ -1116,13 +1120,8 @@ int connection::on_data(side& s, void* data, uint32_t len, int is_stderr) noexce
     // goes out at the end of the input round (service_pair, as leftover).
     if (n > max_relay_payload && ra_.buffered() > 0)
         n -= n % max_relay_payload;
-    int w = 0;
-    if (n > 0) {
-        w = st ? ssh_channel_write_stderr(dst.ch, data, n) : ssh_channel_write(dst.ch, data, n);
-        if (w < 0)
-            w = 0;
-        count_bytes(s.index, w);
-    }
+    int w = write_stream(dst.ch, st, data, n);
+    count_bytes(s.index, w);
     s.leftover[st] = len - static_cast<uint32_t>(w);
     if (s.leftover[st] > 0)
         repump_ = true;

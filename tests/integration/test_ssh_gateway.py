@@ -415,7 +415,6 @@ class LoadTest(ssh_stack.SshTestCase):
         self.assertEqual(p.wait(120), 0)
         self.assertEqual(got, size)
 
-
     @unittest.skipUnless(os.path.exists("/usr/bin/dbclient"), "dropbear-bin is not installed")
     def test_small_window_client_download_keeps_gateway_memory_bounded(self):
         # dropbear's client opens 24 KiB of window at a time, OpenSSH's 2 MiB. The gateway used

@@ -424,7 +424,8 @@ class DevStack:
         env.update(extra_env or {})
         return clean_env(env)
 
-    def start_edgegate(self, extra_env=None, args=(), port=None, timeout=START_TIMEOUT, binary=None):
+    def start_edgegate(self, extra_env=None, args=(), port=None, timeout=START_TIMEOUT,
+                       binary=None):
         """Starts build/edgegate (or $EDGEGATE_BIN, or `binary`) with edgegate_env(extra_env) and
         waits for GET /health to answer 200 on PROXY_PORT (or `port`, when the port comes from a
         file)."""
